@@ -1,0 +1,3 @@
+from wsapp.cli import main
+
+main()

@@ -1,0 +1,181 @@
+"""App: settings, routes and the callback decorators."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+from wsapp.endpoint import Connector, ConnectorEndpoint, FunctionEndpoint
+from wsapp.routing import Router
+from wsapp.server import Server, open_listeners, ssl_context_from_files
+from wsapp.settings import Settings, resolve_settings
+
+__all__ = ["App", "Backend"]
+
+logger = logging.getLogger("wsapp")
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type[Connector])
+Backend = Literal["asyncio", "uvloop", "trio"]
+
+
+class App:
+    """A WebSocket application: callbacks, routes and settings.
+
+    Args:
+        settings: The defaults for every connection; `WSAPP_*` environment variables and
+            command line flags override them when the server starts.
+        **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
+
+    The decorators `on_connect`, `on_open`, `on_message` and `on_close` declare the
+    callbacks for every path that no `route` claims.
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        base = settings if settings is not None else Settings()
+        unknown = set(overrides) - set(Settings.model_fields)
+        if unknown:
+            raise TypeError(
+                f"App() got unknown setting(s) {sorted(unknown)}; see wsapp.Settings for the list"
+            )
+        values = {**base.model_dump(exclude_unset=True), **overrides}
+        self.settings = Settings.model_validate(values)
+        self._default = FunctionEndpoint()
+        self.router = Router()
+
+    def _declare(self, name: str, function: F) -> F:
+        self._default.declare(name, function)
+        self.router.fallback = self._default
+        return function
+
+    def on_connect(self, function: F) -> F:
+        """Declare `on_connect(conn, request)`: runs before the upgrade.
+
+        Raise [Reject][wsapp.Reject] to refuse; set `conn.response_headers`,
+        `conn.subprotocol` or `conn.settings` to shape the connection.
+        """
+        return self._declare("on_connect", function)
+
+    def on_open(self, function: F) -> F:
+        """Declare `on_open(conn)`: runs once after the upgrade, before any message."""
+        return self._declare("on_open", function)
+
+    def on_message(self, function: F) -> F:
+        """Declare `on_message(conn, message)`: runs once per complete message, in order."""
+        return self._declare("on_message", function)
+
+    def on_close(self, function: F) -> F:
+        """Declare `on_close(conn, was_clean, code, reason)`: runs exactly once per opened
+        connection, however it ended."""
+        return self._declare("on_close", function)
+
+    def route(self, pattern: str) -> Callable[[C], C]:
+        """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with a Connector class.
+
+        Path parameters are converted by their type (`str` by default; `int`, `float`,
+        `uuid`, `path`) and available as `conn.request.path_params`.
+        """
+
+        def register(cls: C) -> C:
+            self.router.add(pattern, ConnectorEndpoint(cls))
+            return cls
+
+        return register
+
+    def allow_any_origin(self) -> None:
+        """Accept cross-origin browser connections from any site.
+
+        Any page on the web can then open a connection with your users' cookies: only do
+        this when no cookie or ambient credential authorizes anything here.
+        """
+        if "*" not in self.settings.allowed_origins:
+            self.settings.allowed_origins = [*self.settings.allowed_origins, "*"]
+
+    async def create_server(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        uds: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Server:
+        """Resolve the settings and bind the listening socket; `Server.serve` then serves.
+
+        `uds` listens on a unix socket instead of TCP; `certfile`/`keyfile` (or
+        `ssl_context`) serve TLS. `overrides` are settings that win over the environment
+        (the CLI passes its flags here). Bad settings raise [ConfigError][wsapp.ConfigError]
+        and a busy port `OSError`, before anything is served.
+        """
+        settings = resolve_settings(self.settings, flags=overrides)
+        if "*" in settings.allowed_origins:
+            logger.warning(
+                "any origin may connect (allow_any_origin): browsers on any site can open "
+                "connections carrying your users' cookies"
+            )
+        if ssl_context is None and certfile is not None:
+            ssl_context = ssl_context_from_files(certfile, keyfile)
+        listeners, urls = await open_listeners(host, port, uds, ssl_context)
+        return Server(self, settings, listeners, urls, ssl_context)
+
+    async def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        handle_signals: bool = False,
+        task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+        **options: Any,
+    ) -> None:
+        """Serve until shut down; `options` are those of `create_server`.
+
+        `server = await task_group.start(app.serve, "127.0.0.1", 0)` returns the running
+        [Server][wsapp.Server] once it listens (its `urls` show the real port), and
+        `server.shutdown()` stops it gracefully. With `handle_signals`, SIGINT/SIGTERM start
+        a graceful shutdown and a second one forces it.
+        """
+        server = await self.create_server(host, port, **options)
+        await server.serve(handle_signals=handle_signals, task_status=task_status)
+
+    def run(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        backend: Backend = "asyncio",
+        **options: Any,
+    ) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM: the blocking form of `serve`."""
+        run_app(self, backend, host=host, port=port, **options)
+
+
+def run_app(app: App, backend: Backend, **options: Any) -> bool:
+    """Serve ``app`` on ``backend`` with signals handled; True if the shutdown was graceful."""
+    servers: list[Server] = []
+
+    async def main() -> None:
+        servers.append(await app.create_server(**options))
+        await servers[0].serve(handle_signals=True)
+
+    backend_options: dict[str, Any] = {}
+    if backend == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "backend 'uvloop' needs uvloop: pip install 'wsapp[uvloop]'"
+            ) from None
+        backend_options["use_uvloop"] = True
+    anyio.run(
+        main,
+        backend="asyncio" if backend == "uvloop" else backend,
+        backend_options=backend_options,
+    )
+    return not (servers and servers[0].forced)

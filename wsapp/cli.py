@@ -1,0 +1,146 @@
+"""``python -m wsapp module:app``: serve an app from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from wsapp.app import App, run_app
+from wsapp.settings import ConfigError, Settings, parse_none
+
+__all__ = ["load_app", "main"]
+
+
+class UsageError(Exception):
+    """A command line problem: shown as one line, exit status 2."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wsapp",
+        description="Serve a wsapp application.",
+        epilog="Every setting can also come from a WSAPP_<NAME> environment variable; "
+        "flags win over the environment, which wins over the App's own settings.",
+    )
+    parser.add_argument("target", metavar="module:app", help="where the App is, e.g. chat:app")
+    parser.add_argument(
+        "--factory", action="store_true", help="module:app names a function that returns the App"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    parser.add_argument("--uds", help="listen on this unix socket path instead of TCP")
+    parser.add_argument("--backend", choices=["asyncio", "uvloop", "trio"], default="asyncio")
+    parser.add_argument("--certfile", help="PEM certificate (chain) to serve TLS (wss://)")
+    parser.add_argument("--keyfile", help="PEM private key, if not inside --certfile")
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    group = parser.add_argument_group("settings (see wsapp.Settings)")
+    for name, field in Settings.model_fields.items():
+        doc = (field.description or "").split(".")[0]
+        if field.annotation is bool:
+            group.add_argument(
+                _flag(name),
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=doc,
+            )
+        elif _is_list(field.annotation):
+            group.add_argument(
+                _flag(name), dest=name, metavar="A,B", default=None, help=doc + " (comma-separated)"
+            )
+        else:
+            group.add_argument(_flag(name), dest=name, default=None, metavar="VALUE", help=doc)
+    return parser
+
+
+def setting_flags(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as raw values for validation."""
+    flags: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(namespace, name)
+        if value is None:
+            continue
+        if _is_list(field.annotation):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        flags[name] = parse_none(name, value)
+    return flags
+
+
+def load_app(target: str, factory: bool = False) -> App:
+    """Import ``module:attribute`` and return the App it names (or makes, with ``factory``)."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected module:app (like 'chat:app'), got {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError(
+                f"cannot import {module_name!r}: no module named {exc.name!r}"
+            ) from None
+        raise
+    obj: object = module
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if factory:
+        if not callable(obj):
+            raise UsageError(f"{target!r} is not callable, so it cannot be a --factory")
+        obj = obj()
+    if not isinstance(obj, App):
+        hint = "" if factory or not callable(obj) else " (is it a factory? pass --factory)"
+        raise UsageError(f"{target!r} is a {type(obj).__name__}, not a wsapp.App{hint}")
+    return obj
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"wsapp: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        app = load_app(args.target, args.factory)
+    except UsageError as exc:
+        _fail(str(exc))
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "uds": args.uds,
+        "certfile": args.certfile,
+        "keyfile": args.keyfile,
+        "overrides": setting_flags(args),
+    }
+    try:
+        graceful = run_app(app, args.backend, **options)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except (OSError, RuntimeError, ModuleNotFoundError) as exc:
+        _fail(f"cannot serve: {exc}")
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        graceful = False
+    raise SystemExit(0 if graceful else 1)

@@ -1,0 +1,134 @@
+"""Multi-valued mappings for HTTP headers and query parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import ClassVar, overload
+
+__all__ = ["Headers", "MutableHeaders", "QueryParams"]
+
+
+class _MultiMapping(Mapping[str, str]):
+    """Ordered ``(key, value)`` pairs; ``m[key]`` is the first value, ``getlist`` all of them."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = [(self._normalize(key), value) for key, value in items]
+
+    @staticmethod
+    def _normalize(key: str) -> str:
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        key = self._normalize(key)
+        for item_key, value in self._items:
+            if item_key == key:
+                return value
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        key = self._normalize(key)
+        return any(item_key == key for item_key, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(key for key, _ in self._items))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys(key for key, _ in self._items))
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of ``key``, in the order received (empty if absent)."""
+        key = self._normalize(key)
+        return [value for item_key, value in self._items if item_key == key]
+
+    def get_tokens(self, key: str) -> list[str]:
+        """The comma-separated items of every ``key`` value, stripped, empties dropped."""
+        return [
+            item.strip() for value in self.getlist(key) for item in value.split(",") if item.strip()
+        ]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every ``(key, value)`` pair, repeats included, in the order received."""
+        return list(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _MultiMapping):
+            return type(self) is type(other) and self._items == other._items
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class QueryParams(_MultiMapping):
+    """The parsed query string of the handshake request: keys are case-sensitive."""
+
+    __slots__ = ()
+
+
+class Headers(_MultiMapping):
+    """Read-only HTTP headers: case-insensitive names, repeated names kept in order."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _normalize(key: str) -> str:
+        return key.lower()
+
+
+class MutableHeaders(Headers):
+    """Headers a callback may add to a response.
+
+    Names that the WebSocket handshake itself controls are refused, because setting them by
+    hand would corrupt the handshake; each has a dedicated API instead.
+    """
+
+    __slots__ = ()
+
+    _RESERVED: ClassVar[dict[str, str]] = {
+        "upgrade": "it is always 'websocket'",
+        "connection": "it is always 'Upgrade'",
+        "sec-websocket-accept": "it is derived from the client's key",
+        "sec-websocket-protocol": "set conn.subprotocol instead",
+        "sec-websocket-extensions": "set conn.settings.compression instead",
+        "content-length": "it is computed from the body",
+    }
+
+    def _check(self, key: str, value: str) -> str:
+        key = self._normalize(key)
+        if why := self._RESERVED.get(key):
+            raise ValueError(f"response header {key!r} cannot be set by hand: {why}")
+        if any(c in key or c in value for c in "\r\n\0") or not key:
+            raise ValueError(f"invalid response header {key!r}: {value!r}")
+        return key
+
+    def __setitem__(self, key: str, value: str) -> None:
+        """Set ``key`` to this one value, replacing any earlier values."""
+        key = self._check(key, value)
+        self._items = [item for item in self._items if item[0] != key]
+        self._items.append((key, value))
+
+    def append(self, key: str, value: str) -> None:
+        """Add a value for ``key``, keeping earlier ones (for repeatable headers)."""
+        self._items.append((self._check(key, value), value))
+
+    def __delitem__(self, key: str) -> None:
+        key = self._normalize(key)
+        if key not in self:
+            raise KeyError(key)
+        self._items = [item for item in self._items if item[0] != key]
+
+    @overload
+    def update(self, other: Mapping[str, str], /) -> None: ...
+    @overload
+    def update(self, other: Iterable[tuple[str, str]], /) -> None: ...
+    def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]], /) -> None:
+        """Set every header of ``other``, replacing earlier values of the same names."""
+        pairs = other.items() if isinstance(other, Mapping) else other
+        for key, value in pairs:
+            self[key] = value

@@ -1,0 +1,152 @@
+"""The callback lifecycle of one connection, shared by every transport.
+
+A transport (the built-in server, the ASGI adapter) parses the handshake into a
+[Request][wsapp.Request] and moves messages; everything callbacks can observe (ordering,
+refusals, error handling, the exactly-once `on_close`, the log lines) happens here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from wsapp.connection import Connection, ConnectionClosed, Transport
+from wsapp.endpoint import Callbacks
+
+__all__ = ["Refusal", "Reject", "connect", "run_connection"]
+
+logger = logging.getLogger("wsapp")
+
+INTERNAL_ERROR = 1011
+
+
+class Reject(Exception):
+    """Raise in `on_connect` to refuse the handshake with exactly this HTTP response.
+
+    Args:
+        status: An HTTP status code from 300 to 599 (e.g. 401, 403, 429, 302).
+        body: The response body; `str` is sent as UTF-8 text.
+        headers: Extra response headers (e.g. `{"WWW-Authenticate": "Bearer"}`).
+    """
+
+    def __init__(
+        self, status: int, body: str | bytes = "", headers: dict[str, str] | None = None
+    ) -> None:
+        if not 300 <= status <= 599:
+            raise ValueError(f"Reject status must be 300-599, not {status}")
+        super().__init__(status, body)
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The HTTP response that refuses a handshake."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _choose_subprotocol(conn: Connection) -> None:
+    if conn.subprotocol is None:
+        supported = conn.settings.subprotocols
+        conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
+
+
+async def connect(callbacks: Callbacks, conn: Connection) -> Refusal | None:
+    """Run `on_connect` and settle the subprotocol; a Refusal means: answer it, do not open."""
+    try:
+        await callbacks.on_connect(conn.request)
+        _choose_subprotocol(conn)
+    except Reject as reject:
+        return Refusal(reject.status, reject.body, list(reject.headers.items()))
+    except Exception:
+        logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)
+        body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
+        return Refusal(500, body.encode())
+    return None
+
+
+async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
+    """Run `on_open`, then `on_message` per message; the close code to use when they end."""
+    try:
+        await callbacks.on_open()
+        on_message = callbacks.on_message
+        if on_message is not None:
+            conn._reads_allowed = False
+            get = conn._inbox.get
+            while True:
+                await on_message(await get())
+    except (anyio.EndOfStream, ConnectionClosed):
+        pass  # the connection ended first: not an error
+    except Exception:
+        logger.exception("callback failed on connection %s; closing with 1011", conn.id)
+        return INTERNAL_ERROR, "internal error"
+    return 1000, ""
+
+
+async def _pump(
+    transport_run: Callable[[], Awaitable[None]], conn: Connection, handlers: anyio.CancelScope
+) -> None:
+    try:
+        await transport_run()
+    finally:
+        conn._inbox.close()
+        # Callbacks still running get close_timeout to finish; nothing is left hanging.
+        handlers.deadline = min(
+            handlers.deadline, anyio.current_time() + conn.settings.close_timeout
+        )
+
+
+async def run_connection(
+    callbacks: Callbacks,
+    conn: Connection,
+    transport: Transport,
+    transport_run: Callable[[], Awaitable[None]],
+) -> None:
+    """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
+
+    ``transport_run`` moves bytes until the connection is closed and records how it closed
+    on ``conn``; it runs beside the callbacks, so control frames keep flowing while a
+    callback works.
+    """
+    started = time.monotonic()
+    client = conn.request.client
+    logger.info(
+        "open %s %s client=%s",
+        conn.id,
+        conn.request.path,
+        f"{client.host}:{client.port}" if client else "-",
+    )
+    conn._transport = transport
+    handlers = anyio.CancelScope()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_pump, transport_run, conn, handlers)
+            with handlers:
+                code, reason = await _dispatch(callbacks, conn)
+            if handlers.cancelled_caught:
+                logger.warning("callbacks of %s still ran after close; cancelled", conn.id)
+            await transport.close(code, reason)
+    finally:
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + conn.settings.close_timeout
+            try:
+                await callbacks.on_close(conn.was_clean, conn.close_code or 1006, conn.close_reason)
+            except Exception:
+                logger.exception("on_close failed on connection %s", conn.id)
+        logger.info(
+            "close %s %s code=%s clean=%s duration=%.3fs",
+            conn.id,
+            conn.request.path,
+            conn.close_code,
+            conn.was_clean,
+            time.monotonic() - started,
+        )

@@ -1,0 +1,163 @@
+"""One WebSocket session after the handshake, without I/O.
+
+Bytes from the peer go in with :meth:`Session.receive_data`; complete messages and small
+control events come out. Messages to the peer go in through the ``send_*`` methods; the bytes
+to write come out. wsproto parses and frames; this layer adds what wsproto leaves to its
+user: reassembly of fragmented messages under a size limit, the close-handshake bookkeeping,
+and telling a peer's close frame apart from a protocol violation (wsproto reports both as
+``CloseConnection``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from wsproto.connection import SERVER, Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension
+
+from wsapp.settings import Settings
+
+__all__ = [
+    "CloseReceived",
+    "Event",
+    "PingReceived",
+    "PongReceived",
+    "ProtocolFailure",
+    "Session",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer sent a close frame (code 1005 when it carried no code)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    """The peer sent a ping; it must be answered with a pong carrying ``payload``."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The peer sent a pong."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolFailure:
+    """The peer broke the protocol or a limit; the session must close with ``code``."""
+
+    code: int
+    reason: str
+
+
+Event: TypeAlias = str | bytes | CloseReceived | PingReceived | PongReceived | ProtocolFailure
+"""What :meth:`Session.receive_data` yields: a complete message (``str`` or ``bytes``) or a
+control event."""
+
+MESSAGE_TOO_BIG = 1009
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class Session:
+    """The server side of one WebSocket connection, from the first frame to the close.
+
+    ``settings`` is read live, so a changed ``max_message_size`` applies from the next frame.
+    """
+
+    def __init__(self, settings: Settings, extensions: list[Extension] | None = None) -> None:
+        self._ws = Connection(SERVER, extensions)
+        self._settings = settings
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._discarding = False
+        self.close_sent = False
+        self.close_received = False
+        self.failed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake is complete or the session has failed."""
+        return self.failed or (self.close_sent and self.close_received)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the peer; return the events they complete, in order."""
+        if self.closed:
+            return []
+        self._ws.receive_data(data)
+        events: list[Event] = []
+        for event in self._ws.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                message = self._assemble(event.data, event.message_finished)  # type: ignore[attr-defined]
+                if message is not None:
+                    events.append(message)
+            elif kind is Ping:
+                events.append(PingReceived(event.payload))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                events.append(PongReceived(event.payload))  # type: ignore[attr-defined]
+            else:
+                assert isinstance(event, CloseConnection)
+                if self._ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
+                    self.close_received = True
+                    events.append(CloseReceived(event.code, event.reason or ""))
+                else:  # wsproto's parser failed; it will not parse anything more
+                    self.failed = True
+                    events.append(ProtocolFailure(event.code, event.reason or ""))
+                break
+        return events
+
+    def _assemble(self, data: str | bytes, finished: bool) -> str | bytes | ProtocolFailure | None:
+        if self._discarding or self.close_sent:
+            return None  # the session is closing: nobody will handle this message
+        size = self._size + (_utf8_size(data) if type(data) is str else len(data))
+        limit = self._settings.max_message_size
+        if size > limit:
+            self._parts.clear()
+            self._discarding = True
+            return ProtocolFailure(MESSAGE_TOO_BIG, f"message over {limit} bytes")
+        if finished:
+            if not self._parts:
+                return data
+            self._parts.append(data)
+            message = "".join(self._parts) if type(data) is str else b"".join(self._parts)  # type: ignore[arg-type]
+            self._parts.clear()
+            self._size = 0
+            return message
+        self._parts.append(data)
+        self._size = size
+        return None
+
+    def send_message(self, message: str | bytes) -> bytes:
+        """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
+        if type(message) is str:
+            return self._ws.send(TextMessage(message))
+        return self._ws.send(BytesMessage(message))  # type: ignore[arg-type]
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        """The bytes of a ping frame."""
+        return self._ws.send(Ping(payload))
+
+    def send_pong(self, payload: bytes) -> bytes:
+        """The bytes of a pong frame answering a ping with ``payload``."""
+        return self._ws.send(Pong(payload))
+
+    def send_close(self, code: int, reason: str = "") -> bytes:
+        """The bytes of our close frame (``b""`` if one was already sent or cannot be)."""
+        if self.close_sent:
+            return b""
+        self.close_sent = True
+        if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return b""
+        return self._ws.send(CloseConnection(code, reason or None))

@@ -1,0 +1,84 @@
+"""Path patterns like ``/rooms/{room}`` or ``/users/{id:int}``, matched to endpoints."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wsapp.endpoint import Endpoint
+
+__all__ = ["Route", "Router"]
+
+_CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "str": (r"[^/]+", str),
+    "int": (r"[0-9]+", int),
+    "float": (r"[0-9]+(?:\.[0-9]+)?", float),
+    "uuid": (r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", uuid.UUID),
+    "path": (r".*", str),
+}
+_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One path pattern and the endpoint serving it."""
+
+    pattern: str
+    endpoint: Endpoint
+    regex: re.Pattern[str]
+    converters: Mapping[str, Callable[[str], Any]]
+
+    @classmethod
+    def compile(cls, pattern: str, endpoint: Endpoint) -> Route:
+        if not pattern.startswith("/"):
+            raise ValueError(f"route pattern {pattern!r} must start with '/'")
+        regex, converters, position = "", {}, 0
+        for match in _PARAM.finditer(pattern):
+            name, kind = match.group(1), match.group(2) or "str"
+            if kind not in _CONVERTERS:
+                raise ValueError(
+                    f"unknown type {kind!r} for {{{name}}} in route {pattern!r}; "
+                    f"use one of {', '.join(_CONVERTERS)}"
+                )
+            if name in converters:
+                raise ValueError(f"{{{name}}} appears twice in route {pattern!r}")
+            regex += re.escape(pattern[position : match.start()])
+            regex += f"(?P<{name}>{_CONVERTERS[kind][0]})"
+            converters[name] = _CONVERTERS[kind][1]
+            position = match.end()
+        if "{" in pattern[position:] or "}" in pattern[position:]:
+            raise ValueError(f"malformed parameter in route {pattern!r}")
+        regex += re.escape(pattern[position:])
+        return cls(pattern, endpoint, re.compile(regex), converters)
+
+    def match(self, path: str) -> dict[str, Any] | None:
+        found = self.regex.fullmatch(path)
+        if found is None:
+            return None
+        return {name: convert(found[name]) for name, convert in self.converters.items()}
+
+
+class Router:
+    """Routes in declaration order, then the fallback endpoint for every other path."""
+
+    def __init__(self, fallback: Endpoint | None = None) -> None:
+        self.routes: list[Route] = []
+        self.fallback = fallback
+
+    def add(self, pattern: str, endpoint: Endpoint) -> None:
+        if any(route.pattern == pattern for route in self.routes):
+            raise ValueError(f"route {pattern!r} is already declared")
+        self.routes.append(Route.compile(pattern, endpoint))
+
+    def resolve(self, path: str) -> tuple[Endpoint, dict[str, Any]] | None:
+        """The endpoint for ``path`` and its converted parameters, or None (404)."""
+        for route in self.routes:
+            params = route.match(path)
+            if params is not None:
+                return route.endpoint, params
+        if self.fallback is not None:
+            return self.fallback, {}
+        return None
