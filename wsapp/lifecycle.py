@@ -83,7 +83,11 @@ async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
             conn._reads_allowed = False
             get = conn._inbox.get
             while True:
-                await on_message(await get())
+                message = await get()
+                try:
+                    await on_message(message)
+                except ConnectionClosed:
+                    pass  # a reply came too late; the messages still queued are handled anyway
     except (anyio.EndOfStream, ConnectionClosed):
         pass  # the connection ended first: not an error
     except Exception:

@@ -1,0 +1,117 @@
+"""Shared helpers: every async test runs on asyncio and on Trio, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+import wsapp
+
+T = TypeVar("T")
+
+#: Upper bound for one test; every async test wraps its body in anyio.fail_after(TIMEOUT).
+TIMEOUT = 15
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def running(app: wsapp.App, **options: Any) -> AsyncIterator[wsapp.Server]:
+    """Serve ``app`` on a free port of 127.0.0.1 for the duration of the block."""
+    async with anyio.create_task_group() as tg:
+        server: wsapp.Server = await tg.start(partial(app.serve, "127.0.0.1", 0, **options))
+        try:
+            yield server
+        finally:
+            server.shutdown()
+
+
+def url(server: wsapp.Server, path: str = "/") -> str:
+    return server.urls[0] + path
+
+
+def port(server: wsapp.Server) -> int:
+    return int(server.urls[0].rsplit(":", 1)[1])
+
+
+async def client(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run an asyncio client coroutine (the `websockets` package) in its own thread and loop.
+
+    The server under test runs in the test's own loop, asyncio or Trio; the client is an
+    independent peer with its own event loop, as it would be in production.
+    """
+    return await anyio.to_thread.run_sync(
+        lambda: asyncio.run(function(*args)), abandon_on_cancel=True
+    )
+
+
+class Trace:
+    """Records callback events and lets a test await them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.closed = anyio.Event()
+        self.close_args: tuple[bool, int, str] | None = None
+        self._changed = anyio.Event()
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def names(self) -> list[str]:
+        return [str(event[0]) for event in self.events]
+
+    async def wait_for(self, name: str, count: int = 1) -> None:
+        while self.names().count(name) < count:
+            await self._changed.wait()
+
+    def record_close(self, was_clean: bool, code: int, reason: str) -> None:
+        self.close_args = (was_clean, code, reason)
+        self.add("close", was_clean, code, reason)
+        self.closed.set()
+
+
+def traced_app(trace: Trace, **settings: Any) -> wsapp.App:
+    """An echo app whose callbacks record into ``trace``."""
+    app = wsapp.App(**settings)
+
+    @app.on_connect
+    async def connect(conn: wsapp.Connection, request: wsapp.Request) -> None:
+        trace.add("connect", request.path)
+
+    @app.on_open
+    async def opened(conn: wsapp.Connection) -> None:
+        trace.add("open", conn)
+
+    @app.on_message
+    async def message(conn: wsapp.Connection, data: wsapp.Message) -> None:
+        trace.add("message", data)
+        if data == "fail":
+            raise RuntimeError("boom")
+        if data == "close-me":
+            await conn.close(4000, "as you wish")
+            return
+        await conn.send(data)
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    return app
+
+
+@pytest.fixture
+def wsapp_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="wsapp")
+    return caplog
