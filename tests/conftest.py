@@ -44,14 +44,14 @@ def port(server: wsapp.Server) -> int:
     return int(server.urls[0].rsplit(":", 1)[1])
 
 
-async def client(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+async def client(function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Run an asyncio client coroutine (the `websockets` package) in its own thread and loop.
 
     The server under test runs in the test's own loop, asyncio or Trio; the client is an
     independent peer with its own event loop, as it would be in production.
     """
     return await anyio.to_thread.run_sync(
-        lambda: asyncio.run(function(*args)), abandon_on_cancel=True
+        lambda: asyncio.run(function(*args, **kwargs)), abandon_on_cancel=True
     )
 
 

@@ -76,11 +76,11 @@ async def connect(callbacks: Callbacks, conn: Connection) -> Refusal | None:
 
 async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
     """Run `on_open`, then `on_message` per message; the close code to use when they end."""
+    on_message = callbacks.on_message
+    conn._reads_allowed = on_message is None
     try:
         await callbacks.on_open()
-        on_message = callbacks.on_message
         if on_message is not None:
-            conn._reads_allowed = False
             get = conn._inbox.get
             while True:
                 message = await get()
