@@ -54,17 +54,15 @@ class Refusal:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _choose_subprotocol(conn: Connection) -> None:
-    if conn.subprotocol is None:
-        supported = conn.settings.subprotocols
-        conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
-
-
 async def connect(callbacks: Callbacks, conn: Connection) -> Refusal | None:
-    """Run `on_connect` and settle the subprotocol; a Refusal means: answer it, do not open."""
+    """Pick the subprotocol, then run `on_connect` (which may change it or refuse).
+
+    A Refusal means: send that response, do not open.
+    """
+    supported = conn.settings.subprotocols
+    conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
     try:
         await callbacks.on_connect(conn.request)
-        _choose_subprotocol(conn)
     except Reject as reject:
         return Refusal(reject.status, reject.body, list(reject.headers.items()))
     except Exception:

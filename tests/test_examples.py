@@ -1,0 +1,97 @@
+"""Every example in examples/ does what its docstring says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from examples import auth, echo, reader, room, subprotocols
+from tests.conftest import TIMEOUT, client, running, url
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_echo() -> None:
+    async def talk(address: str) -> list[Any]:
+        async with connect(address) as ws:
+            await ws.send("text")
+            await ws.send(b"\x00bytes")
+            return [await ws.recv(), await ws.recv()]
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(echo.app) as server:
+            assert await client(talk, url(server)) == ["text", b"\x00bytes"]
+
+
+async def test_auth() -> None:
+    async def talk(address: str, **options: Any) -> Any:
+        try:
+            async with connect(address, **options) as ws:
+                greeting = await ws.recv()
+                await ws.send("hi")
+                return greeting, await ws.recv()
+        except InvalidStatus as exc:
+            return exc.response.status_code, exc.response.body
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(auth.app) as server:
+            assert await client(talk, url(server)) == (401, b"a valid token is required")
+            bearer = {"Authorization": "Bearer s3cret"}
+            assert await client(talk, url(server), additional_headers=bearer) == (
+                "hello alice",
+                "hi",
+            )
+            assert await client(talk, url(server, "/?token=s3cret")) == ("hello alice", "hi")
+
+
+async def test_subprotocols() -> None:
+    async def talk(address: str, offered: list[str]) -> Any:
+        try:
+            async with connect(address, subprotocols=offered) as ws:  # type: ignore[arg-type]
+                await ws.send('{"n": 1}')
+                return ws.subprotocol, await ws.recv()
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(subprotocols.app) as server:
+            protocol, reply = await client(talk, url(server), ["json.v2", "json.v1"])
+            assert (protocol, json.loads(reply)) == ("json.v2", {"version": 2, "echo": {"n": 1}})
+            assert await client(talk, url(server), ["json.v1"]) == ("json.v1", '{"n": 1}')
+            assert await client(talk, url(server), ["xml"]) == 400
+
+
+async def test_reader() -> None:
+    async def talk(address: str) -> Any:
+        async with connect(address) as ws:
+            for message in ["1", "2", "39", "end"]:
+                await ws.send(message)
+            total = await ws.recv()
+            await ws.wait_closed()
+            return total, ws.close_code
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(reader.app) as server:
+            assert await client(talk, url(server)) == ("total 42", 1000)
+
+
+async def test_room() -> None:
+    async def talk(base: str) -> Any:
+        async with connect(base + "/rooms/blue") as alice:
+            joined_alice = await alice.recv()
+            async with connect(base + "/rooms/blue") as bob, connect(base + "/rooms/red") as eve:
+                joined = [joined_alice, await bob.recv(), await eve.recv()]
+                await bob.send("hello blue")
+                heard = str(await alice.recv())
+                return joined, heard.split(": ", 1)[1]
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(room.app) as server:
+            joined, heard = await client(talk, server.urls[0])
+    assert joined == ["joined blue (1 here)", "joined blue (2 here)", "joined red (1 here)"]
+    assert heard == "hello blue"
