@@ -108,7 +108,7 @@ def load_app(target: str, factory: bool = False) -> App:
         obj = obj()
     if not isinstance(obj, App):
         hint = "" if factory or not callable(obj) else " (is it a factory? pass --factory)"
-        raise UsageError(f"{target!r} is a {type(obj).__name__}, not a wsapp.App{hint}")
+        raise UsageError(f"{target!r} is not a wsapp.App but a {type(obj).__name__}{hint}")
     return obj
 
 

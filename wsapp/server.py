@@ -128,21 +128,23 @@ class Server:
     ) -> None:
         """Accept and serve connections until `shutdown` (or a signal, with `handle_signals`)."""
         listeners = self._listeners
-        async with anyio.create_task_group() as connections:
-            self._connections = connections
-            async with anyio.create_task_group() as accepting:
+        async with anyio.create_task_group() as supervisor:
+            if handle_signals:  # watches until the very end: a second signal forces exit
+                await supervisor.start(self._watch_signals)
+            async with anyio.create_task_group() as connections:
+                self._connections = connections
+                async with anyio.create_task_group() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(listener.serve, self._handle, connections)
+                    for url in self.urls:
+                        logger.info("wsapp serving %s", url)
+                    task_status.started(self)
+                    await self._stop.wait()
+                    accepting.cancel_scope.cancel()
                 for listener in listeners:
-                    accepting.start_soon(listener.serve, self._handle, connections)
-                if handle_signals:
-                    accepting.start_soon(self._watch_signals)
-                for url in self.urls:
-                    logger.info("wsapp serving %s", url)
-                task_status.started(self)
-                await self._stop.wait()
-                accepting.cancel_scope.cancel()
-            for listener in listeners:
-                await listener.aclose()
-            await self._close_all()
+                    await listener.aclose()
+                await self._close_all()
+            supervisor.cancel_scope.cancel()
         logger.info("wsapp stopped%s", " (forced)" if self.forced else "")
 
     async def _close_all(self) -> None:
@@ -155,8 +157,9 @@ class Server:
         for transport in self._transports:
             self._connections.start_soon(transport.close, GOING_AWAY, "server shutting down")
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 if self._stop.is_set():
                     logger.warning("second %s: forcing exit", signal.Signals(signum).name)
