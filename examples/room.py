@@ -3,7 +3,9 @@
 A new Room instance serves each connection; the class-level dict holds who is in which room.
 """
 
+import contextlib
 from collections import defaultdict
+from typing import ClassVar
 
 import anyio
 
@@ -14,7 +16,7 @@ app = wsapp.App()
 
 @app.route("/rooms/{room}")
 class Room(wsapp.Connector):
-    members: defaultdict[str, set[wsapp.Connection]] = defaultdict(set)
+    members: ClassVar[defaultdict[str, set[wsapp.Connection]]] = defaultdict(set)
 
     async def on_open(self) -> None:
         self.room = self.conn.request.path_params["room"]
@@ -32,7 +34,6 @@ class Room(wsapp.Connector):
 
     @staticmethod
     async def _deliver(member: wsapp.Connection, text: str) -> None:
-        try:
+        # That member may have left while we were sending; its on_close cleans up.
+        with contextlib.suppress(wsapp.ConnectionClosed):
             await member.send(text)
-        except wsapp.ConnectionClosed:
-            pass  # that member left while we were sending; its on_close cleans up

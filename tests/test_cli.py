@@ -55,7 +55,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["examples.echo"], "expected module:app (like 'chat:app'), got 'examples.echo'"),
         (
             ["examples.echo:app", "--ping-interval", "-1"],
-            "invalid setting from the command line: --ping-interval: Input should be greater than 0",
+            "invalid setting from the command line: --ping-interval:"
+            " Input should be greater than 0",
         ),
         (
             ["examples.echo:app", "--compression-server-max-window-bits", "20"],

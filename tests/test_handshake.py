@@ -221,7 +221,7 @@ async def test_choosing_a_subprotocol_the_client_did_not_offer_is_a_clear_error(
 
 def test_protocol_headers_cannot_be_set_by_hand() -> None:
     headers = wsapp.MutableHeaders()
-    with pytest.raises(ValueError, match="set conn.subprotocol instead"):
+    with pytest.raises(ValueError, match=r"set conn\.subprotocol instead"):
         headers["Sec-WebSocket-Protocol"] = "chat"
     with pytest.raises(ValueError, match="invalid response header"):
         headers["X-Evil"] = "a\r\nInjected: yes"

@@ -82,7 +82,8 @@ async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
             get = conn._inbox.get
             while True:
                 message = await get()
-                try:
+                # Not contextlib.suppress: this is the per-message path, and try is free.
+                try:  # noqa: SIM105
                     await on_message(message)
                 except ConnectionClosed:
                     pass  # a reply came too late; the messages still queued are handled anyway

@@ -1,0 +1,210 @@
+"""Echo benchmark: wsapp's echo example against an equivalent `websockets` server.
+
+    python bench/echo.py [--seconds 5] [--rounds 3] [--backend asyncio|uvloop|trio]
+
+Each server runs in its own process; one load generator (this process) drives both with the
+same load: 50 connections, each keeping 10 messages of 32 bytes in flight. Rounds alternate
+between the servers so that drift on a noisy machine hits both alike. Reported per server:
+echoed messages per second and server CPU time (user + system, from /proc) per message;
+then the ratios wsapp / websockets (CPU below 1.0 and throughput above 1.0 favour wsapp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 50
+IN_FLIGHT = 10
+MESSAGE = b"x" * 32
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + key + masked
+
+
+class EchoLoad(asyncio.Protocol):
+    """One connection: handshake, then keep IN_FLIGHT messages outstanding, count echoes."""
+
+    def __init__(self, ready: asyncio.Future[None], counter: list[int]) -> None:
+        self.ready = ready
+        self.counter = counter
+        self.buffer = b""
+        self.upgraded = False
+        self.frame = masked_text_frame(MESSAGE)
+        self.echo_size = 2 + len(MESSAGE)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(head.decode(errors="replace")))
+                return
+            self.upgraded, self.buffer = True, rest
+            self.ready.set_result(None)
+        echoed = len(self.buffer) // self.echo_size
+        if echoed:
+            self.buffer = self.buffer[echoed * self.echo_size :]
+            self.counter[0] += echoed
+            assert self.transport is not None
+            self.transport.write(self.frame * echoed)
+
+    def start(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.frame * IN_FLIGHT)
+
+
+async def drive(port: int, seconds: float, pid: int) -> tuple[float, float]:
+    """(messages per second, server CPU seconds per message) over ``seconds`` of load."""
+    loop = asyncio.get_running_loop()
+    counter = [0]
+    protocols = []
+    for _ in range(CONNECTIONS):
+        ready: asyncio.Future[None] = loop.create_future()
+        _, protocol = await loop.create_connection(
+            lambda ready=ready: EchoLoad(ready, counter), "127.0.0.1", port
+        )
+        await ready
+        protocols.append(protocol)
+    for protocol in protocols:
+        protocol.start()
+    await asyncio.sleep(0.5)  # warm-up, not measured
+    start_count, start_cpu, start = counter[0], cpu_seconds(pid), time.perf_counter()
+    await asyncio.sleep(seconds)
+    count, cpu, elapsed = counter[0] - start_count, cpu_seconds(pid) - start_cpu, time.perf_counter() - start
+    for protocol in protocols:
+        assert protocol.transport is not None
+        protocol.transport.close()
+    return count / elapsed, cpu / max(count, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("server did not start listening")
+
+
+@dataclass
+class Contender:
+    name: str
+    command: list[str]
+
+
+def contenders(port_wsapp: int, port_ws: int, backend: str) -> list[tuple[Contender, int]]:
+    wsapp_cmd = [sys.executable, "-m", "wsapp", "examples.echo:app", "--port", str(port_wsapp),
+                 "--log-level", "warning", "--backend", backend]
+    ws_cmd = [sys.executable, __file__, "--serve-websockets", str(port_ws),
+              "--backend", "uvloop" if backend == "uvloop" else "asyncio"]
+    return [(Contender("wsapp", wsapp_cmd), port_wsapp), (Contender("websockets", ws_cmd), port_ws)]
+
+
+def serve_websockets(port: int, backend: str) -> None:
+    """The equivalent echo server written with the websockets package."""
+    from websockets.asyncio.server import serve
+
+    from websockets.exceptions import ConnectionClosed
+
+    async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except ConnectionClosed:
+            pass  # the load generator drops its connections at the end of a round
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", port) as server:
+            await server.serve_forever()
+
+    if backend == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_websockets:
+        serve_websockets(args.serve_websockets, args.backend)
+        return
+    results: dict[str, list[tuple[float, float]]] = {"wsapp": [], "websockets": []}
+    servers = []
+    try:
+        for contender, port in contenders(free_port(), free_port(), args.backend):
+            process = subprocess.Popen(contender.command, cwd=ROOT)
+            servers.append((contender, port, process))
+            wait_listening(port, process)
+        for round_number in range(args.rounds):
+            for contender, port, process in servers:
+                rate, cpu = asyncio.run(drive(port, args.seconds, process.pid))
+                results[contender.name].append((rate, cpu))
+                print(f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
+                      f"{cpu * 1e6:6.2f} us CPU/msg", flush=True)
+    finally:
+        for _, _, process in servers:
+            process.terminate()
+            process.wait(timeout=15)
+    print(f"\nmedian of {args.rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
+          f"{len(MESSAGE)}-byte messages, backend {args.backend}:")
+    medians = {}
+    for name, rounds in results.items():
+        rate = statistics.median(r for r, _ in rounds)
+        cpu = statistics.median(c for _, c in rounds)
+        medians[name] = (rate, cpu)
+        print(f"  {name:>10}: {rate:9.0f} msg/s  {cpu * 1e6:6.2f} us server CPU per message")
+    (w_rate, w_cpu), (o_rate, o_cpu) = medians["wsapp"], medians["websockets"]
+    print(f"  ratio wsapp/websockets: throughput {w_rate / o_rate:.2f}x, "
+          f"CPU per message {w_cpu / o_cpu:.2f}x (goal: at most 0.80x)")
+
+
+if __name__ == "__main__":
+    main()
