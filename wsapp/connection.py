@@ -98,7 +98,7 @@ class Inbox:
 
 
 class Connection(ObjectStream[Message]):
-    """One WebSocket connection, as an [anyio object stream][anyio.abc.ObjectStream] of messages.
+    """One WebSocket connection, as an `anyio.abc.ObjectStream` of messages.
 
     `await conn.send("text")` sends a text message and `await conn.send(b"bytes")` a binary
     one. Sends from many tasks at once are safe: each message goes out whole. A `send` waits
