@@ -97,7 +97,11 @@ async def drive(port: int, seconds: float, pid: int) -> tuple[float, float]:
     await asyncio.sleep(0.5)  # warm-up, not measured
     start_count, start_cpu, start = counter[0], cpu_seconds(pid), time.perf_counter()
     await asyncio.sleep(seconds)
-    count, cpu, elapsed = counter[0] - start_count, cpu_seconds(pid) - start_cpu, time.perf_counter() - start
+    count, cpu, elapsed = (
+        counter[0] - start_count,
+        cpu_seconds(pid) - start_cpu,
+        time.perf_counter() - start,
+    )
     for protocol in protocols:
         assert protocol.transport is not None
         protocol.transport.close()
@@ -134,17 +138,32 @@ class Contender:
 
 
 def contenders(port_wsapp: int, port_ws: int, backend: str) -> list[tuple[Contender, int]]:
-    wsapp_cmd = [sys.executable, "-m", "wsapp", "examples.echo:app", "--port", str(port_wsapp),
-                 "--log-level", "warning", "--backend", backend]
-    ws_cmd = [sys.executable, __file__, "--serve-websockets", str(port_ws),
-              "--backend", "uvloop" if backend == "uvloop" else "asyncio"]
+    wsapp_cmd = [
+        sys.executable,
+        "-m",
+        "wsapp",
+        "examples.echo:app",
+        "--port",
+        str(port_wsapp),
+        "--log-level",
+        "warning",
+        "--backend",
+        backend,
+    ]
+    ws_cmd = [
+        sys.executable,
+        __file__,
+        "--serve-websockets",
+        str(port_ws),
+        "--backend",
+        "uvloop" if backend == "uvloop" else "asyncio",
+    ]
     return [(Contender("wsapp", wsapp_cmd), port_wsapp), (Contender("websockets", ws_cmd), port_ws)]
 
 
 def serve_websockets(port: int, backend: str) -> None:
     """The equivalent echo server written with the websockets package."""
     from websockets.asyncio.server import serve
-
     from websockets.exceptions import ConnectionClosed
 
     async def echo(ws) -> None:  # type: ignore[no-untyped-def]
@@ -187,14 +206,19 @@ def main() -> None:
             for contender, port, process in servers:
                 rate, cpu = asyncio.run(drive(port, args.seconds, process.pid))
                 results[contender.name].append((rate, cpu))
-                print(f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
-                      f"{cpu * 1e6:6.2f} us CPU/msg", flush=True)
+                print(
+                    f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
+                    f"{cpu * 1e6:6.2f} us CPU/msg",
+                    flush=True,
+                )
     finally:
         for _, _, process in servers:
             process.terminate()
             process.wait(timeout=15)
-    print(f"\nmedian of {args.rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
-          f"{len(MESSAGE)}-byte messages, backend {args.backend}:")
+    print(
+        f"\nmedian of {args.rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
+        f"{len(MESSAGE)}-byte messages, backend {args.backend}:"
+    )
     medians = {}
     for name, rounds in results.items():
         rate = statistics.median(r for r, _ in rounds)
@@ -202,8 +226,10 @@ def main() -> None:
         medians[name] = (rate, cpu)
         print(f"  {name:>10}: {rate:9.0f} msg/s  {cpu * 1e6:6.2f} us server CPU per message")
     (w_rate, w_cpu), (o_rate, o_cpu) = medians["wsapp"], medians["websockets"]
-    print(f"  ratio wsapp/websockets: throughput {w_rate / o_rate:.2f}x, "
-          f"CPU per message {w_cpu / o_cpu:.2f}x (goal: at most 0.80x)")
+    print(
+        f"  ratio wsapp/websockets: throughput {w_rate / o_rate:.2f}x, "
+        f"CPU per message {w_cpu / o_cpu:.2f}x (goal: at most 0.80x)"
+    )
 
 
 if __name__ == "__main__":

@@ -307,7 +307,7 @@ def test_declaration_errors_are_immediate_and_clear() -> None:
     with pytest.raises(ValueError, match="unknown type 'number'"):
         app.route("/x/{n:number}")
         app.route("/x/{n:number}")(wsapp.Connector)
-    with pytest.raises(ValueError, match="close code 999"):
+    with pytest.raises(ValueError, match="close code 999 cannot be sent"):
         anyio.run(wsapp.Connection(_request(), wsapp.Settings()).close, 999)
 
 

@@ -16,7 +16,10 @@ from tests.rawclient import OP_BINARY, OP_PING, OP_TEXT, RawClient, close_frame,
 pytestmark = pytest.mark.anyio
 
 
-async def test_callbacks_run_in_order_and_on_close_once_on_client_close() -> None:
+async def test_callbacks_run_in_order_and_on_close_once_on_client_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsapp")
     trace = Trace()
     with anyio.fail_after(TIMEOUT):
         async with running(traced_app(trace)) as server:
@@ -35,6 +38,10 @@ async def test_callbacks_run_in_order_and_on_close_once_on_client_close() -> Non
     assert trace.names() == ["connect", "open", "message", "message", "message", "close"]
     assert trace.events[0] == ("connect", "/chat")
     assert trace.close_args == (True, 1000, "bye")
+    conn_id = trace.events[1][1].id
+    logged = [r.getMessage() for r in caplog.records if conn_id in r.getMessage()]
+    assert logged[0].startswith(f"open {conn_id} /chat client=127.0.0.1:")
+    assert logged[1].startswith(f"close {conn_id} /chat code=1000 clean=True duration=")
 
 
 async def test_server_close_reports_its_code_and_the_client_sees_it() -> None:

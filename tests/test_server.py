@@ -16,7 +16,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 
 import wsapp
 from tests.conftest import TIMEOUT, Trace, client, port, running, traced_app, url
-from tests.rawclient import OP_TEXT, RawClient, frame
+from tests.rawclient import OP_TEXT, RawClient, frame, handshake
 
 pytestmark = pytest.mark.anyio
 
@@ -167,6 +167,25 @@ async def test_incomplete_handshake_is_dropped_after_handshake_timeout() -> None
             # A normal client is unaffected.
             assert await client(echo_once, url(server)) == "ping"
     assert trace.names().count("open") == 1
+
+
+async def test_on_connect_that_hangs_is_bounded_by_handshake_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = wsapp.App(handshake_timeout=0.3)
+
+    @app.on_connect
+    async def stuck(conn: wsapp.Connection, request: wsapp.Request) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(app) as server:
+            async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
+                await stream.send(handshake())
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stream.receive()
+            assert server.active_connections == 0
+    assert "did not finish within handshake_timeout (0.3s)" in caplog.text
 
 
 async def test_graceful_shutdown_with_100_connections() -> None:

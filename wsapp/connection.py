@@ -18,6 +18,9 @@ __all__ = ["Connection", "ConnectionClosed", "Message", "Transport", "WriteTimeo
 
 Message = str | bytes
 
+#: Codes RFC 6455 (section 7.4) and the IANA registry let a server put in a close frame.
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
+
 
 class ConnectionClosed(anyio.BrokenResourceError):
     """Raised by `send` once the connection is closing or closed.
@@ -181,8 +184,11 @@ class Connection(ObjectStream[Message]):
 
         `on_close` runs when the peer has answered (or after `close_timeout`).
         """
-        if not (code == 1000 or 3000 <= code <= 4999):
-            raise ValueError(f"close code {code} is not 1000 or an application code (3000-4999)")
+        if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(
+                f"close code {code} cannot be sent; use 1000-1003, 1007-1009, 1011-1014 "
+                "or an application code (3000-4999)"
+            )
         if len(reason.encode()) > 123:
             raise ValueError("a close reason must fit in 123 bytes of UTF-8")
         if self._transport is not None:

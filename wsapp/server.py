@@ -203,23 +203,28 @@ class Server:
     async def _handshake(
         self, stream: ByteStream
     ) -> tuple[Callbacks, Connection, SocketTransport] | None:
-        """Read and answer the opening handshake; the connection's parts if it opened."""
+        """Read and answer the opening handshake; the connection's parts if it opened.
+
+        The whole of it, TLS and `on_connect` included, must finish within handshake_timeout:
+        the client is waiting for an answer, and an unanswered socket must not linger.
+        """
+        with anyio.move_on_after(self.settings.handshake_timeout):
+            return await self._negotiate(stream)
+        logger.debug("handshake timed out after %ss", self.settings.handshake_timeout)
+        return None
+
+    async def _negotiate(
+        self, stream: ByteStream
+    ) -> tuple[Callbacks, Connection, SocketTransport] | None:
         settings = self.settings
-        with anyio.move_on_after(settings.handshake_timeout) as timeout:
-            if self._ssl_context is not None:
-                stream = await TLSStream.wrap(
-                    stream,
-                    server_side=True,
-                    ssl_context=self._ssl_context,
-                    standard_compatible=False,
-                )
-            try:
-                head_bytes, trailing = await _read_head(stream, settings.max_header_size)
-            except HandshakeError as refusal:
-                await self._refuse(stream, refusal, "-")
-                return None
-        if timeout.cancelled_caught:
-            logger.debug("handshake timed out after %ss", settings.handshake_timeout)
+        if self._ssl_context is not None:
+            stream = await TLSStream.wrap(
+                stream, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
+            )
+        try:
+            head_bytes, trailing = await _read_head(stream, settings.max_header_size)
+        except HandshakeError as refusal:
+            await self._refuse(stream, refusal, "-")
             return None
         path = "-"
         try:
@@ -256,7 +261,17 @@ class Server:
         try:
             conn = Connection(request, settings.model_copy(deep=True))
             callbacks = endpoint.bind(conn)
-            denied = await lifecycle.connect(callbacks, conn)
+            try:
+                denied = await lifecycle.connect(callbacks, conn)
+            except anyio.get_cancelled_exc_class():
+                logger.warning(
+                    "on_connect for %s %s did not finish within handshake_timeout (%ss) or "
+                    "before shutdown; connection dropped",
+                    conn.id,
+                    path,
+                    settings.handshake_timeout,
+                )
+                raise
             if denied is not None:
                 logger.info("refused %s %s by on_connect", denied.status, path)
                 await self._send(stream, http_response(denied.status, denied.headers, denied.body))
