@@ -115,28 +115,29 @@ async def test_fragmented_oversized_message_closes_with_1009_without_buffering_i
     assert trace.close_args is not None and trace.close_args[:2] == (True, 1009)
 
 
-async def test_invalid_utf8_closes_with_1007() -> None:
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([frame(OP_TEXT, b"ok \xff\xfe")], 1007),  # invalid UTF-8
+        ([frame(OP_TEXT, b"\xe2\x82", fin=False), frame(0, b"(")], 1007),  # split across frames
+        ([frame(OP_TEXT, b"reserved bit", rsv=0b010)], 1002),
+        ([frame(0x3, b"unknown opcode")], 1002),
+        ([frame(0, b"continuation of nothing")], 1002),
+        ([frame(OP_PING, b"x" * 126)], 1002),  # control frame over 125 bytes
+        ([frame(OP_TEXT, b"unmasked", mask=False)], 1002),
+    ],
+)
+async def test_protocol_violations_fail_the_connection(frames: list[bytes], code: int) -> None:
     trace = Trace()
     with anyio.fail_after(TIMEOUT):
         async with running(traced_app(trace)) as server:
             async with RawClient.connect(port(server)) as raw:
-                await raw.send(frame(OP_TEXT, b"ok \xff\xfe"))
-                assert (await raw.read_close())[0] == 1007
-                await raw.read_eof()
+                await raw.send(b"".join(frames))
+                assert (await raw.read_close())[0] == code
+                await raw.read_eof()  # failed at once, without waiting for our close frame
                 await trace.closed.wait()
-    assert trace.close_args is not None and trace.close_args[:2] == (False, 1007)
-
-
-async def test_protocol_error_closes_with_1002() -> None:
-    trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server:
-            async with RawClient.connect(port(server)) as raw:
-                await raw.send(frame(OP_TEXT, b"reserved bit", rsv=0b010))
-                assert (await raw.read_close())[0] == 1002
-                await raw.read_eof()
-                await trace.closed.wait()
-    assert trace.close_args is not None and trace.close_args[:2] == (False, 1002)
+    assert trace.close_args is not None and trace.close_args[:2] == (False, code)
+    assert "message" not in trace.names()
 
 
 async def test_tcp_reset_reports_1006() -> None:
@@ -260,28 +261,3 @@ async def test_messages_sent_before_the_close_frame_are_all_handled() -> None:
                 assert (await raw.read_close()) == (1000, "")
                 await trace.closed.wait()
     assert [e[1] for e in trace.events if e[0] == "message"] == [str(i) for i in range(20)]
-
-
-async def test_shutdown_closes_with_1001_and_runs_every_on_close() -> None:
-    trace = Trace()
-    codes: list[list[int | None]] = []
-
-    async def hold(address: str) -> list[int | None]:
-        async with connect(address) as a, connect(address) as b:
-            await a.wait_closed()
-            await b.wait_closed()
-            return [a.close_code, b.close_code]
-
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server, anyio.create_task_group() as tg:
-
-            async def run_client() -> None:
-                codes.append(await client(hold, url(server)))
-
-            tg.start_soon(run_client)
-            await trace.wait_for("open", 2)
-            server.shutdown()
-    await trace.wait_for("close", 2)
-    assert codes == [[1001, 1001]]
-    closes = [event[1:] for event in trace.events if event[0] == "close"]
-    assert closes == [(True, 1001, "server shutting down")] * 2
