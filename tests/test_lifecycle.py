@@ -3,6 +3,7 @@ every way a connection can end."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -225,6 +226,28 @@ async def test_write_timeout_raises_and_drops_the_connection() -> None:
                 await raw.stream.aclose()
     assert len(failures) == 1 and "write timed out after 0.3s" in str(failures[0])
     assert trace.close_args == (False, 1006, "write timed out after 0.3s")
+
+
+async def test_close_reply_that_cannot_be_delivered_is_not_clean() -> None:
+    trace = Trace()
+    app = wsapp.App(write_timeout=0.3, ping_interval=None)
+
+    @app.on_open
+    async def flood(conn: wsapp.Connection) -> None:
+        with contextlib.suppress(wsapp.ConnectionClosed):
+            await conn.send(b"x" * (32 << 20))  # far more than socket buffers hold
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(app) as server:
+            async with RawClient.connect(port(server)) as raw:
+                await raw.read_exactly(10)  # the big message is on its way
+                await raw.send(close_frame(1000, "bye"))  # ...and we never read the reply
+                await trace.closed.wait()
+    assert trace.close_args == (False, 1000, "bye")
 
 
 async def test_close_timeout_drops_a_peer_that_never_answers_the_close() -> None:

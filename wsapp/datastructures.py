@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import ClassVar, overload
+from typing import ClassVar
 
 __all__ = ["Headers", "MutableHeaders", "QueryParams"]
 
@@ -53,13 +53,6 @@ class _MultiMapping(Mapping[str, str]):
     def multi_items(self) -> list[tuple[str, str]]:
         """Every ``(key, value)`` pair, repeats included, in the order received."""
         return list(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _MultiMapping):
-            return type(self) is type(other) and self._items == other._items
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._items!r})"
@@ -116,19 +109,3 @@ class MutableHeaders(Headers):
     def append(self, key: str, value: str) -> None:
         """Add a value for ``key``, keeping earlier ones (for repeatable headers)."""
         self._items.append((self._check(key, value), value))
-
-    def __delitem__(self, key: str) -> None:
-        key = self._normalize(key)
-        if key not in self:
-            raise KeyError(key)
-        self._items = [item for item in self._items if item[0] != key]
-
-    @overload
-    def update(self, other: Mapping[str, str], /) -> None: ...
-    @overload
-    def update(self, other: Iterable[tuple[str, str]], /) -> None: ...
-    def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]], /) -> None:
-        """Set every header of ``other``, replacing earlier values of the same names."""
-        pairs = other.items() if isinstance(other, Mapping) else other
-        for key, value in pairs:
-            self[key] = value

@@ -94,10 +94,6 @@ class FunctionEndpoint(Endpoint):
     def __init__(self) -> None:
         self.functions: dict[str, Callable[..., Awaitable[None]]] = {}
 
-    @property
-    def declared(self) -> bool:
-        return bool(self.functions)
-
     def declare(self, name: str, function: F) -> F:
         check_signature(name, function)
         if name in self.functions:

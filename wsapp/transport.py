@@ -10,6 +10,7 @@ wait only while the buffer holds more than ``HIGH_WATER`` bytes: that is the bac
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import anyio
@@ -45,7 +46,7 @@ class SocketTransport:
         self._pong_payload = b""
         self._pong_received: anyio.Event | None = None
         self._initiator: tuple[int, str] | None = None  # (code, reason) of the first close
-        self._lost: str | None = None  # why the connection ended without a closing handshake
+        self._lost: str | None = None  # why the closing handshake could not complete
 
     def _push(self, frame: bytes) -> None:
         self._out += frame
@@ -102,8 +103,7 @@ class SocketTransport:
                     self._drained = None
 
     def _abort(self, why: str) -> None:
-        if not self._session.closed:
-            self._lost = self._lost or why
+        self._lost = self._lost or why
         if self._drained is not None:
             self._drained.set()
             self._drained = None
@@ -129,12 +129,13 @@ class SocketTransport:
                         tg.start_soon(self._keepalive)
                     await self._read()
                     if not self._lost:
-                        await self._wait_for_room(0)  # the close frame, above all
+                        # Flush what is left, the close frame above all; a failure is
+                        # already recorded in self._lost.
+                        with contextlib.suppress(ConnectionClosed):
+                            await self._wait_for_room(0)
                     tg.cancel_scope.cancel()
             if self._scope.cancelled_caught and not self._lost and not self._session.closed:
                 self._lost = "no close frame from the peer within close_timeout"
-        except WriteTimeout:
-            pass  # recorded in self._lost
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
@@ -142,7 +143,8 @@ class SocketTransport:
 
     def _record_outcome(self) -> None:
         conn = self._conn
-        conn.was_clean = self._session.close_sent and self._session.close_received
+        session = self._session
+        conn.was_clean = session.close_sent and session.close_received and self._lost is None
         if self._initiator is not None:
             conn.close_code, conn.close_reason = self._initiator
         else:
