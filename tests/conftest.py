@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import wsapp
+from tests.rawclient import RawClient
 
 T = TypeVar("T")
 
@@ -34,6 +35,13 @@ async def running(app: wsapp.App, **options: Any) -> AsyncIterator[wsapp.Server]
             yield server
         finally:
             server.shutdown()
+
+
+@asynccontextmanager
+async def raw_peer(app: wsapp.App, **options: Any) -> AsyncIterator[RawClient]:
+    """Serve ``app`` and connect a raw-frame client to it."""
+    async with running(app, **options) as server, RawClient.connect(port(server)) as raw:
+        yield raw
 
 
 def url(server: wsapp.Server, path: str = "/") -> str:
