@@ -57,8 +57,9 @@ class RawClient:
 
     def __init__(self, stream: SocketStream) -> None:
         self.stream = stream
-        self.buffer = b""
+        self.buffer = bytearray()
         self.response_head = b""
+        self.last_rsv = 0  # the RSV bits of the last frame read
 
     @classmethod
     @asynccontextmanager
@@ -77,18 +78,23 @@ class RawClient:
     async def read_until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:
             await self._fill()
-        head, self.buffer = self.buffer.split(marker, 1)
-        return head + marker
+        end = self.buffer.index(marker) + len(marker)
+        return self._take(end)
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self.buffer) < n:
             await self._fill()
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return self._take(n)
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
         return data
 
     async def read_frame(self) -> tuple[bool, int, bytes]:
         """(fin, opcode, payload) of the next frame from the server."""
         first, second = await self.read_exactly(2)
+        self.last_rsv = (first >> 4) & 0b111
         assert not second & 0x80, "server frames must not be masked"
         length = second & 0x7F
         if length == 126:

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from wsproto.extensions import PerMessageDeflate
-
 from wsapp.datastructures import Headers
+from wsapp.deflate import PerMessageDeflate
 from wsapp.settings import Settings
 
 __all__ = [
@@ -196,7 +195,8 @@ def negotiate_deflate(
 
     Returns the configured extension and the ``Sec-WebSocket-Extensions`` response value,
     or None when compression is off or no offer is acceptable (the connection then runs
-    uncompressed, which every client must accept).
+    uncompressed, which every client must accept). ``settings`` is the connection's own
+    copy: its ``max_message_size`` bounds inflation.
     """
     if not settings.compression:
         return None
@@ -210,8 +210,6 @@ def negotiate_deflate(
         server_bits = settings.compression_server_max_window_bits
         if (requested := params.get("server_max_window_bits")) is not None:
             server_bits = min(server_bits, requested)
-        if server_bits < 9:
-            continue  # zlib cannot compress with a 256-byte window
         client_bits = settings.compression_client_max_window_bits
         if "client_max_window_bits" in params:
             client_bits = min(client_bits, params["client_max_window_bits"] or 15)
@@ -231,12 +229,11 @@ def negotiate_deflate(
             response.append(f"server_max_window_bits={server_bits}")
         if client_bits < 15:
             response.append(f"client_max_window_bits={client_bits}")
-        # Inflating with the largest window decodes anything a smaller window produced.
         extension = PerMessageDeflate(
-            client_no_context_takeover=client_nct,
-            server_no_context_takeover=server_nct,
+            settings,
             server_max_window_bits=server_bits,
+            server_no_context_takeover=server_nct,
+            client_no_context_takeover=client_nct,
         )
-        extension.finalize("permessage-deflate")
         return extension, "; ".join(response)
     return None

@@ -10,6 +10,7 @@ and telling a peer's close frame apart from a protocol violation (wsproto report
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -79,7 +80,7 @@ class Session:
     def __init__(self, settings: Settings, extensions: list[Extension] | None = None) -> None:
         self._ws = Connection(SERVER, extensions)
         self._settings = settings
-        self._parts: list[str | bytes] = []
+        self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
         self._discarding = False
         self.close_sent = False
@@ -114,30 +115,42 @@ class Session:
                     events.append(CloseReceived(event.code, event.reason or ""))
                 else:  # wsproto's parser failed; it will not parse anything more
                     self.failed = True
-                    events.append(ProtocolFailure(event.code, event.reason or ""))
+                    reason = event.reason or ""
+                    if event.code == MESSAGE_TOO_BIG:  # from inflation (see deflate.py)
+                        reason = f"message over {self._settings.max_message_size} bytes"
+                    events.append(ProtocolFailure(event.code, reason))
                 break
         return events
 
     def _assemble(self, data: str | bytes, finished: bool) -> str | bytes | ProtocolFailure | None:
         if self._discarding or self.close_sent:
             return None  # the session is closing: nobody will handle this message
-        size = self._size + (_utf8_size(data) if type(data) is str else len(data))
+        partial = self._partial
+        if finished and partial is None:  # the common case: a message in one frame
+            size = _utf8_size(data) if type(data) is str else len(data)
+        else:
+            if partial is None:
+                # One growing buffer, not a list of fragments: a message sent as a million
+                # one-byte frames must not cost a million Python objects.
+                partial = self._partial = io.StringIO() if type(data) is str else bytearray()
+            if isinstance(partial, bytearray):
+                partial += data  # type: ignore[arg-type]
+            else:
+                partial.write(data)  # type: ignore[arg-type]
+            self._size += _utf8_size(data) if type(data) is str else len(data)
+            size = self._size
         limit = self._settings.max_message_size
         if size > limit:
-            self._parts.clear()
+            self._partial = None
             self._discarding = True
             return ProtocolFailure(MESSAGE_TOO_BIG, f"message over {limit} bytes")
-        if finished:
-            if not self._parts:
-                return data
-            self._parts.append(data)
-            message = "".join(self._parts) if type(data) is str else b"".join(self._parts)  # type: ignore[arg-type]
-            self._parts.clear()
-            self._size = 0
-            return message
-        self._parts.append(data)
-        self._size = size
-        return None
+        if not finished:
+            return None
+        if partial is None:
+            return data
+        self._partial = None
+        self._size = 0
+        return bytes(partial) if isinstance(partial, bytearray) else partial.getvalue()
 
     def send_message(self, message: str | bytes) -> bytes:
         """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""

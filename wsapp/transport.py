@@ -184,6 +184,13 @@ class SocketTransport:
                     await self.close(event.code, event.reason)
                     if session.failed:
                         return  # the parser is gone: fail the connection (RFC 6455 7.1.7)
+            if len(self._out) > HIGH_WATER:
+                # Pongs (or a close) wait for a peer that does not read: stop reading too,
+                # so a ping flood cannot grow the output buffer without bound.
+                try:
+                    await self._wait_for_room(HIGH_WATER)
+                except ConnectionClosed:
+                    return
 
     async def _keepalive(self) -> None:
         settings = self._settings

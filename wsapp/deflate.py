@@ -1,0 +1,127 @@
+"""permessage-deflate (RFC 7692), server side, as a wsproto extension.
+
+wsapp uses its own extension instead of wsproto's ``PerMessageDeflate`` because that one:
+
+- inflates each received chunk whole, so a few KiB of crafted input can expand to hundreds of
+  MiB before any size limit is checked (a decompression bomb); here inflation stops as soon
+  as the message would exceed ``max_message_size``, and the connection closes with 1009;
+- forgets that a fragmented message is compressed when a control frame (a ping) arrives
+  between its fragments, and then inflates nothing or garbage;
+- cannot honour a client's ``server_max_window_bits=8``: zlib cannot compress with a
+  256-byte window. RFC 7692 lets a sender leave any message uncompressed, so wsapp accepts
+  such an offer and sends its messages uncompressed.
+
+The parameters come from :func:`wsapp.handshake.negotiate_deflate`; this class only applies
+them.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+from wsapp.settings import Settings
+
+__all__ = ["PerMessageDeflate"]
+
+_TAIL = b"\x00\x00\xff\xff"
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION)
+
+
+class PerMessageDeflate(Extension):
+    """Negotiated permessage-deflate for one server connection."""
+
+    name = "permessage-deflate"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        server_max_window_bits: int,
+        server_no_context_takeover: bool,
+        client_no_context_takeover: bool,
+    ) -> None:
+        self._settings = settings
+        self._server_bits = server_max_window_bits
+        self._compress_outbound = server_max_window_bits >= 9
+        self._server_no_context_takeover = server_no_context_takeover
+        self._client_no_context_takeover = client_no_context_takeover
+        self._compressor: zlib._Compress | None = None
+        # Inflating with the largest window decodes whatever window the client used.
+        self._decompressor = zlib.decompressobj(-15)
+        self._message_compressed = False  # the data message being received is compressed
+        self._frame_compressed = False  # the frame being received carries compressed data
+        self._inflated = 0  # bytes inflated so far for the current message
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False  # a server never offers; it answers offers (handshake.negotiate_deflate)
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if rsv.rsv1 and opcode not in (Opcode.TEXT, Opcode.BINARY):
+            return CloseReason.PROTOCOL_ERROR  # RSV1 only marks the first frame of a message
+        if opcode in (Opcode.TEXT, Opcode.BINARY):
+            self._message_compressed = rsv.rsv1
+            self._inflated = 0
+        self._frame_compressed = self._message_compressed and opcode in _DATA
+        return RsvBits(True, False, False)
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        allowed = self._settings.max_message_size - self._inflated
+        try:
+            output = self._decompressor.decompress(data, allowed + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(output) > allowed or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG  # stopped here: the rest is never inflated
+        self._inflated += len(output)
+        return output
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        return self._inflate(data) if self._frame_compressed else data
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not (fin and self._frame_compressed):
+            return None
+        self._message_compressed = self._frame_compressed = False
+        result = self._inflate(_TAIL)
+        if self._client_no_context_takeover:
+            self._decompressor = zlib.decompressobj(-15)
+        return result
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if not self._compress_outbound or opcode not in _DATA:
+            return rsv, data
+        if self._compressor is None:
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._server_bits
+            )
+        compressed = self._compressor.compress(data)
+        if fin:
+            compressed = (compressed + self._compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            if self._server_no_context_takeover:
+                self._compressor = None
+        if opcode is not Opcode.CONTINUATION:
+            rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
+        return rsv, compressed
