@@ -129,11 +129,19 @@ async def test_reading_form_iteration_ends_when_the_peer_closes() -> None:
     assert got == ["1", "2"]
 
 
-async def test_full_inbox_stops_reading_from_the_socket_and_loses_nothing() -> None:
+@pytest.mark.parametrize(
+    ("read_buffer_size", "max_message_size", "held"),
+    [(2, 4 << 20, 2), (100, 3 << 20, 3)],  # bound by count; bound by bytes (3 MiB: 3 messages)
+)
+async def test_full_inbox_stops_reading_from_the_socket_and_loses_nothing(
+    read_buffer_size: int, max_message_size: int, held: int
+) -> None:
     conns: list[wsapp.Connection] = []
     release = anyio.Event()
     received: list[bytes] = []
-    app = wsapp.App(read_buffer_size=2, max_message_size=1 << 20, ping_interval=None)
+    app = wsapp.App(
+        read_buffer_size=read_buffer_size, max_message_size=max_message_size, ping_interval=None
+    )
 
     @app.on_open
     async def slow_reader(conn: wsapp.Connection) -> None:
@@ -161,7 +169,7 @@ async def test_full_inbox_stops_reading_from_the_socket_and_loses_nothing() -> N
                 with anyio.move_on_after(1):
                     await anyio.sleep_forever()  # give the sender every chance to finish
                 assert sent < len(frames)  # it could not: the server stopped reading
-                assert len(conns[0]._inbox) == 2  # and holds no more than read_buffer_size
+                assert len(conns[0]._inbox) == held  # and holds no more than its bounds
                 release.set()
             assert await raw.read_close() == (1000, "")
     assert received == [f"{i:08d}".encode() for i in range(64)]

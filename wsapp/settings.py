@@ -66,9 +66,9 @@ class Settings(BaseSettings):
     peer which stopped reading does not pin memory for long."""
 
     read_buffer_size: int = Field(default=100, ge=1)
-    """Messages received but not yet handled that a connection may hold; when full, wsapp
-    stops reading from the socket (backpressure) until the handler catches up. The seed's
-    value."""
+    """Messages received but not yet handled that a connection may hold (and, beyond the
+    first, no more than `max_message_size` bytes of them); when full, wsapp stops reading
+    from the socket (backpressure) until the handler catches up. The seed's value."""
 
     handshake_timeout: Seconds = 10.0
     """Seconds a client has to complete the opening handshake (and TLS) before being dropped.

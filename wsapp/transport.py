@@ -166,7 +166,11 @@ class SocketTransport:
             for event in session.receive_data(data):
                 kind = type(event)
                 if kind is str or kind is bytes:
-                    await inbox.put(event, settings.read_buffer_size)  # type: ignore[arg-type]
+                    await inbox.put(
+                        event,  # type: ignore[arg-type]
+                        settings.read_buffer_size,
+                        settings.max_message_size,
+                    )
                 elif kind is PingReceived:
                     if not session.close_sent:
                         self._push(session.send_pong(event.payload))  # type: ignore[union-attr]
