@@ -80,6 +80,30 @@ async def test_on_connect_exception_refuses_with_500(
     assert any("on_connect failed" in r.message and r.exc_info for r in caplog.records)
 
 
+async def test_connector_whose_constructor_raises_refuses_with_500_and_server_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = traced_app(Trace())
+
+    @app.route("/broken")
+    class Broken(wsapp.Connector):
+        def __init__(self) -> None:
+            raise RuntimeError("cannot construct")
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(app) as server:
+            status, _, body = await client(refusal, url(server, "/broken"))
+            assert (status, body) == (500, b"Internal Server Error")
+
+            async def echo(address: str) -> object:
+                async with connect(address) as ws:
+                    await ws.send("alive")
+                    return await ws.recv()
+
+            assert await client(echo, url(server)) == "alive"
+    assert "RuntimeError: cannot construct" in caplog.text
+
+
 async def test_unknown_path_is_404_and_plain_http_is_426() -> None:
     app = wsapp.App()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from wsapp.connection import Connection, ConnectionClosed, Transport
-from wsapp.endpoint import Callbacks
+from wsapp.endpoint import Callbacks, Endpoint
 
 __all__ = ["Refusal", "Reject", "connect", "run_connection"]
 
@@ -54,14 +54,15 @@ class Refusal:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def connect(callbacks: Callbacks, conn: Connection) -> Refusal | None:
-    """Pick the subprotocol, then run `on_connect` (which may change it or refuse).
+async def connect(endpoint: Endpoint, conn: Connection) -> Callbacks | Refusal:
+    """Bind the endpoint, pick the subprotocol, then run `on_connect` (which may change it).
 
-    A Refusal means: send that response, do not open.
+    Returns the connection's callbacks to go on with, or the Refusal to answer instead.
     """
     supported = conn.settings.subprotocols
     conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
     try:
+        callbacks = endpoint.bind(conn)  # a Connector's own __init__ runs here
         await callbacks.on_connect(conn.request)
     except Reject as reject:
         return Refusal(reject.status, reject.body, list(reject.headers.items()))
@@ -69,7 +70,7 @@ async def connect(callbacks: Callbacks, conn: Connection) -> Refusal | None:
         logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)
         body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
         return Refusal(500, body.encode())
-    return None
+    return callbacks
 
 
 async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:

@@ -26,6 +26,7 @@ from wsapp.handshake import (
     switching_protocols,
     websocket_key,
 )
+from wsapp.lifecycle import Refusal
 from wsapp.protocol import Session
 from wsapp.request import Address, Request, client_address, is_origin_allowed
 from wsapp.settings import Settings
@@ -194,6 +195,10 @@ class Server:
             logger.debug("handshake abandoned: %r", exc)
         except ssl.SSLError as exc:
             logger.debug("TLS handshake failed: %r", exc)
+        except Exception:
+            # One connection's failure must never take the server and its other
+            # connections down with it.
+            logger.exception("unexpected error on a connection; it was dropped")
         finally:
             if admitted:
                 self._admitted -= 1
@@ -260,9 +265,8 @@ class Server:
         opened = False
         try:
             conn = Connection(request, settings.model_copy(deep=True))
-            callbacks = endpoint.bind(conn)
             try:
-                denied = await lifecycle.connect(callbacks, conn)
+                callbacks = await lifecycle.connect(endpoint, conn)
             except anyio.get_cancelled_exc_class():
                 logger.warning(
                     "on_connect for %s %s did not finish within handshake_timeout (%ss) or "
@@ -272,9 +276,10 @@ class Server:
                     settings.handshake_timeout,
                 )
                 raise
-            if denied is not None:
-                logger.info("refused %s %s by on_connect", denied.status, path)
-                await self._send(stream, http_response(denied.status, denied.headers, denied.body))
+            if isinstance(callbacks, Refusal):
+                logger.info("refused %s %s by on_connect", callbacks.status, path)
+                response = http_response(callbacks.status, callbacks.headers, callbacks.body)
+                await self._send(stream, response)
                 return None
             headers = list(conn.response_headers.multi_items())
             if conn.subprotocol is not None:
