@@ -7,7 +7,6 @@ carrying the HTTP response to send come out. Nothing here knows about sockets or
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable
@@ -122,7 +121,7 @@ def websocket_key(head: RequestHead) -> str:
     keys = headers.getlist("sec-websocket-key")
     try:
         valid = len(keys) == 1 and len(base64.b64decode(keys[0], validate=True)) == 16
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII characters
         valid = False
     if not valid:
         raise HandshakeError(400, "Sec-WebSocket-Key must be 16 random bytes in base64")

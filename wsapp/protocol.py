@@ -40,9 +40,11 @@ class CloseReceived:
 
 @dataclass(frozen=True, slots=True)
 class PingReceived:
-    """The peer sent a ping; it must be answered with a pong carrying ``payload``."""
+    """The peer sent a ping; ``pong`` holds the answering frame to send (``b""`` if the
+    session is already closing and must not answer)."""
 
     payload: bytes
+    pong: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,13 @@ class Session:
                 if message is not None:
                     events.append(message)
             elif kind is Ping:
-                events.append(PingReceived(event.payload))  # type: ignore[attr-defined]
+                # The pong is built now: a close frame right behind the ping would move wsproto
+                # out of OPEN, and RFC 6455 5.5.2 still wants the ping answered before our close.
+                payload = event.payload  # type: ignore[attr-defined]
+                pong = (
+                    self._ws.send(Pong(payload)) if self._ws.state is ConnectionState.OPEN else b""
+                )
+                events.append(PingReceived(payload, pong))
             elif kind is Pong:
                 events.append(PongReceived(event.payload))  # type: ignore[attr-defined]
             else:
@@ -161,10 +169,6 @@ class Session:
     def send_ping(self, payload: bytes = b"") -> bytes:
         """The bytes of a ping frame."""
         return self._ws.send(Ping(payload))
-
-    def send_pong(self, payload: bytes) -> bytes:
-        """The bytes of a pong frame answering a ping with ``payload``."""
-        return self._ws.send(Pong(payload))
 
     def send_close(self, code: int, reason: str = "") -> bytes:
         """The bytes of our close frame (``b""`` if one was already sent or cannot be)."""

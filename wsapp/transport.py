@@ -172,8 +172,7 @@ class SocketTransport:
                         settings.max_message_size,
                     )
                 elif kind is PingReceived:
-                    if not session.close_sent:
-                        self._push(session.send_pong(event.payload))  # type: ignore[union-attr]
+                    self._push(event.pong)  # type: ignore[union-attr]
                 elif kind is PongReceived:
                     if self._pong_received is not None and event.payload == self._pong_payload:  # type: ignore[union-attr]
                         self._pong_received.set()
