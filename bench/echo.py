@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,27 +139,29 @@ class Contender:
     command: list[str]
 
 
+def wsapp_command(port: int, *flags: str) -> list[str]:
+    """The command serving the echo example with wsapp on ``port``."""
+    return [sys.executable, "-m", "wsapp", "examples.echo:app", "--port", str(port),
+            "--log-level", "warning", *flags]  # fmt: skip
+
+
+@contextmanager
+def serving_echo(*flags: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """The echo example served by wsapp in its own process: (port, process)."""
+    port = free_port()
+    process = subprocess.Popen(wsapp_command(port, *flags), cwd=ROOT)
+    try:
+        wait_listening(port, process)
+        yield port, process
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
 def contenders(port_wsapp: int, port_ws: int, backend: str) -> list[tuple[Contender, int]]:
-    wsapp_cmd = [
-        sys.executable,
-        "-m",
-        "wsapp",
-        "examples.echo:app",
-        "--port",
-        str(port_wsapp),
-        "--log-level",
-        "warning",
-        "--backend",
-        backend,
-    ]
-    ws_cmd = [
-        sys.executable,
-        __file__,
-        "--serve-websockets",
-        str(port_ws),
-        "--backend",
-        "uvloop" if backend == "uvloop" else "asyncio",
-    ]
+    wsapp_cmd = wsapp_command(port_wsapp, "--backend", backend)
+    ws_cmd = [sys.executable, __file__, "--serve-websockets", str(port_ws),
+              "--backend", "uvloop" if backend == "uvloop" else "asyncio"]  # fmt: skip
     return [(Contender("wsapp", wsapp_cmd), port_wsapp), (Contender("websockets", ws_cmd), port_ws)]
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from echo import ROOT, free_port, wait_listening
+from echo import serving_echo
 
 MIB = 1 << 20
 
@@ -69,26 +68,8 @@ async def run(port: int) -> None:
 
 
 def main() -> None:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "wsapp",
-        "examples.echo:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--max-message-size",
-        str(16 * MIB),
-    ]
-    server = subprocess.Popen(command, cwd=ROOT)
-    try:
-        wait_listening(port, server)
+    with serving_echo("--max-message-size", str(16 * MIB)) as (port, _):
         asyncio.run(run(port))
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 if __name__ == "__main__":

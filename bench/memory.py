@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from echo import ROOT, EchoLoad, free_port, wait_listening
+from echo import EchoLoad, serving_echo
 
 
 def rss(pid: int) -> int:
@@ -57,26 +56,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
     args = parser.parse_args()
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "wsapp",
-        "examples.echo:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--backend",
-        args.backend,
-    ]
-    server = subprocess.Popen(command, cwd=ROOT)
-    try:
-        wait_listening(port, server)
+    with serving_echo("--backend", args.backend) as (port, server):
         asyncio.run(measure(port, server.pid, args.connections))
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 if __name__ == "__main__":
