@@ -123,10 +123,10 @@ class Session:
                     events.append(CloseReceived(event.code, event.reason or ""))
                 else:  # wsproto's parser failed; it will not parse anything more
                     self.failed = True
-                    reason = event.reason or ""
                     if event.code == MESSAGE_TOO_BIG:  # from inflation (see deflate.py)
-                        reason = f"message over {self._settings.max_message_size} bytes"
-                    events.append(ProtocolFailure(event.code, reason))
+                        events.append(self._too_big())
+                    else:
+                        events.append(ProtocolFailure(event.code, event.reason or ""))
                 break
         return events
 
@@ -147,11 +147,10 @@ class Session:
                 partial.write(data)  # type: ignore[arg-type]
             self._size += _utf8_size(data) if type(data) is str else len(data)
             size = self._size
-        limit = self._settings.max_message_size
-        if size > limit:
+        if size > self._settings.max_message_size:
             self._partial = None
             self._discarding = True
-            return ProtocolFailure(MESSAGE_TOO_BIG, f"message over {limit} bytes")
+            return self._too_big()
         if not finished:
             return None
         if partial is None:
@@ -159,6 +158,11 @@ class Session:
         self._partial = None
         self._size = 0
         return bytes(partial) if isinstance(partial, bytearray) else partial.getvalue()
+
+    def _too_big(self) -> ProtocolFailure:
+        return ProtocolFailure(
+            MESSAGE_TOO_BIG, f"message over {self._settings.max_message_size} bytes"
+        )
 
     def send_message(self, message: str | bytes) -> bytes:
         """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
