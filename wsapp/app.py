@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
+from wsapp.asgi import ASGIAdapter, Receive, Scope, Send
 from wsapp.endpoint import Connector, ConnectorEndpoint, FunctionEndpoint
+from wsapp.lifespan import Lifespan
 from wsapp.routing import Router
 from wsapp.server import Server, open_listeners, ssl_context_from_files
 from wsapp.settings import Settings, resolve_settings
@@ -34,6 +38,13 @@ class App:
 
     The decorators `on_connect`, `on_open`, `on_message` and `on_close` declare the
     callbacks for every path that no `route` claims.
+
+    An `App` is also an ASGI 3 application: `uvicorn module:app` serves it, and Starlette
+    or FastAPI can mount it under a path.
+
+    Attributes:
+        state: A namespace for resources shared by all connections (`app.state.db = ...`),
+            typically set by an `on_startup` hook.
     """
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
@@ -47,6 +58,13 @@ class App:
         self.settings = Settings.model_validate(values)
         self._default = FunctionEndpoint()
         self.router = Router()
+        self.state = SimpleNamespace()
+        self._lifespan = Lifespan()
+        self._asgi = ASGIAdapter(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 interface: `websocket`, `http` and `lifespan` scopes."""
+        await self._asgi(scope, receive, send)
 
     def _declare(self, name: str, function: F) -> F:
         self._default.declare(name, function)
@@ -73,6 +91,35 @@ class App:
         """Declare `on_close(conn, was_clean, code, reason)`: runs exactly once per opened
         connection, however it ended."""
         return self._declare("on_close", function)
+
+    def on_startup(self, function: F) -> F:
+        """Declare a start-up hook (sync or async, no arguments).
+
+        Start-up hooks run in declaration order before the first connection is accepted,
+        whatever serves the app (built-in server, ASGI host, test client). If one raises,
+        the app does not serve: the built-in server exits with code 1.
+        """
+        self._lifespan.add("startup", function)
+        return function
+
+    def on_shutdown(self, function: F) -> F:
+        """Declare a shutdown hook (sync or async, no arguments).
+
+        Shutdown hooks run in declaration order after the last connection has closed (and
+        its `on_close` has run); all of them run even if one raises.
+        """
+        self._lifespan.add("shutdown", function)
+        return function
+
+    def lifespan(self, host_app: object = None) -> AbstractAsyncContextManager[None]:
+        """The start-up hooks on entry and the shutdown hooks on exit, as a context manager.
+
+        ASGI hosts run them through the `lifespan` scope, but Starlette and FastAPI do not
+        pass that scope to mounted apps: give them this instead,
+        `Starlette(routes=[Mount("/ws", app)], lifespan=app.lifespan)`. (``host_app`` is
+        the Starlette app they pass in; it is not used.)
+        """
+        return self._lifespan.running()
 
     def route(self, pattern: str) -> Callable[[C], C]:
         """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with a Connector class.

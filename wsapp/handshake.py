@@ -25,6 +25,7 @@ __all__ = [
     "negotiate_deflate",
     "parse_request_head",
     "switching_protocols",
+    "upgrade_required",
     "websocket_key",
 ]
 
@@ -99,15 +100,20 @@ def is_websocket_upgrade(headers: Headers) -> bool:
     return _has_token(headers, "upgrade", "websocket")
 
 
+def upgrade_required() -> HandshakeError:
+    """The answer to a plain HTTP request on a WebSocket endpoint."""
+    return HandshakeError(
+        426,
+        "this is a WebSocket endpoint; send a WebSocket handshake",
+        [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+    )
+
+
 def websocket_key(head: RequestHead) -> str:
     """Validate an upgrade request (RFC 6455 section 4.2.1) and return its key."""
     headers = head.headers
     if not is_websocket_upgrade(headers):
-        raise HandshakeError(
-            426,
-            "this is a WebSocket endpoint; send a WebSocket handshake",
-            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
-        )
+        raise upgrade_required()
     if head.method != "GET":
         raise HandshakeError(405, "WebSocket handshakes use GET", [("Allow", "GET")])
     if not _has_token(headers, "connection", "upgrade"):

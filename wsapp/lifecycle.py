@@ -17,8 +17,11 @@ import anyio
 
 from wsapp.connection import Connection, ConnectionClosed, Transport
 from wsapp.endpoint import Callbacks, Endpoint
+from wsapp.handshake import HandshakeError
+from wsapp.request import Request, is_origin_allowed
+from wsapp.settings import Settings
 
-__all__ = ["Refusal", "Reject", "connect", "run_connection"]
+__all__ = ["Refusal", "Reject", "admission_refusal", "connect", "run_connection"]
 
 logger = logging.getLogger("wsapp")
 
@@ -54,6 +57,19 @@ class Refusal:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+def admission_refusal(request: Request, settings: Settings, active: int) -> HandshakeError | None:
+    """Why a routed request may not connect at all (before `on_connect` sees it), if it may not.
+
+    ``active`` is how many connections the transport already serves.
+    """
+    if not is_origin_allowed(request, settings.allowed_origins):
+        return HandshakeError(403, "cross-origin request refused")
+    limit = settings.max_connections
+    if limit is not None and active >= limit:
+        return HandshakeError(503, "too many connections")
+    return None
+
+
 async def connect(endpoint: Endpoint, conn: Connection) -> Callbacks | Refusal:
     """Bind the endpoint, pick the subprotocol, then run `on_connect` (which may change it).
 
@@ -65,6 +81,7 @@ async def connect(endpoint: Endpoint, conn: Connection) -> Callbacks | Refusal:
         callbacks = endpoint.bind(conn)  # a Connector's own __init__ runs here
         await callbacks.on_connect(conn.request)
     except Reject as reject:
+        logger.info("refused %s %s by on_connect", reject.status, conn.request.path)
         return Refusal(reject.status, reject.body, list(reject.headers.items()))
     except Exception:
         logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)

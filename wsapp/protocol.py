@@ -27,6 +27,7 @@ __all__ = [
     "PongReceived",
     "ProtocolFailure",
     "Session",
+    "message_too_big",
 ]
 
 
@@ -71,6 +72,11 @@ MESSAGE_TOO_BIG = 1009
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def message_too_big(limit: int) -> ProtocolFailure:
+    """The failure (and close frame) for a message over ``limit`` bytes."""
+    return ProtocolFailure(MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
 
 class Session:
@@ -160,9 +166,7 @@ class Session:
         return bytes(partial) if isinstance(partial, bytearray) else partial.getvalue()
 
     def _too_big(self) -> ProtocolFailure:
-        return ProtocolFailure(
-            MESSAGE_TOO_BIG, f"message over {self._settings.max_message_size} bytes"
-        )
+        return message_too_big(self._settings.max_message_size)
 
     def send_message(self, message: str | bytes) -> bytes:
         """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""

@@ -27,8 +27,9 @@ from wsapp.handshake import (
     websocket_key,
 )
 from wsapp.lifecycle import Refusal
+from wsapp.lifespan import LifespanError
 from wsapp.protocol import Session
-from wsapp.request import Address, Request, client_address, is_origin_allowed
+from wsapp.request import Address, Request, client_address
 from wsapp.settings import Settings
 from wsapp.transport import STREAM_ERRORS, SocketTransport
 
@@ -104,6 +105,7 @@ class Server:
         self._handshakes: set[anyio.CancelScope] = set()
         self._transports: set[SocketTransport] = set()
         self._connections: TaskGroup | None = None
+        self._hooks = anyio.CancelScope()
 
     @property
     def active_connections(self) -> int:
@@ -118,6 +120,7 @@ class Server:
         """Cancel every connection now, without waiting for closing handshakes."""
         self.forced = True
         self._stop.set()
+        self._hooks.cancel()
         if self._connections is not None:
             self._connections.cancel_scope.cancel()
 
@@ -128,25 +131,52 @@ class Server:
         task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept and serve connections until `shutdown` (or a signal, with `handle_signals`)."""
-        listeners = self._listeners
+        hooks = self.app._lifespan
+        failure: LifespanError | None = None
         async with anyio.create_task_group() as supervisor:
             if handle_signals:  # watches until the very end: a second signal forces exit
                 await supervisor.start(self._watch_signals)
-            async with anyio.create_task_group() as connections:
-                self._connections = connections
-                async with anyio.create_task_group() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(listener.serve, self._handle, connections)
-                    for url in self.urls:
-                        logger.info("wsapp serving %s", url)
-                    task_status.started(self)
-                    await self._stop.wait()
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                await self._close_all()
+            try:
+                with self._hooks_scope():
+                    await hooks.startup()
+                if not self.forced:
+                    await self._serve_connections(task_status)
+                    with self._hooks_scope():
+                        await hooks.shutdown()
+            except LifespanError as exc:
+                failure = exc
+            finally:
+                await self._close_listeners()
             supervisor.cancel_scope.cancel()
         logger.info("wsapp stopped%s", " (forced)" if self.forced else "")
+        if failure is not None:
+            raise failure
+
+    def _hooks_scope(self) -> anyio.CancelScope:
+        """The scope a start-up or shutdown hook runs in: a forced shutdown cancels it."""
+        self._hooks = anyio.CancelScope()
+        if self.forced:
+            self._hooks.cancel()
+        return self._hooks
+
+    async def _serve_connections(self, task_status: TaskStatus[Server]) -> None:
+        async with anyio.create_task_group() as connections:
+            self._connections = connections
+            async with anyio.create_task_group() as accepting:
+                for listener in self._listeners:
+                    accepting.start_soon(listener.serve, self._handle, connections)
+                for url in self.urls:
+                    logger.info("wsapp serving %s", url)
+                task_status.started(self)
+                await self._stop.wait()
+                accepting.cancel_scope.cancel()
+            await self._close_listeners()
+            await self._close_all()
+
+    async def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, ()
+        for listener in listeners:
+            await listener.aclose()
 
     async def _close_all(self) -> None:
         assert self._connections is not None
@@ -254,12 +284,9 @@ class Server:
             scheme=self._scheme,
             http_version=head.http_version,
         )
-        if not is_origin_allowed(request, settings.allowed_origins):
-            await self._refuse(stream, HandshakeError(403, "cross-origin request refused"), path)
-            return None
-        limit = settings.max_connections
-        if limit is not None and self._admitted >= limit:
-            await self._refuse(stream, HandshakeError(503, "too many connections"), path)
+        denied = lifecycle.admission_refusal(request, settings, self._admitted)
+        if denied is not None:
+            await self._refuse(stream, denied, path)
             return None
         self._admitted += 1
         opened = False
@@ -277,7 +304,6 @@ class Server:
                 )
                 raise
             if isinstance(callbacks, Refusal):
-                logger.info("refused %s %s by on_connect", callbacks.status, path)
                 response = http_response(callbacks.status, callbacks.headers, callbacks.body)
                 await self._send(stream, response)
                 return None
