@@ -17,6 +17,8 @@ from tests.rawclient import RawClient
 
 T = TypeVar("T")
 
+pytest_plugins = ["pytester"]  # tests of wsapp's own pytest plugin
+
 #: Upper bound for one test; every async test wraps its body in anyio.fail_after(TIMEOUT).
 TIMEOUT = 15
 

@@ -5,6 +5,7 @@ from wsapp.connection import Connection, ConnectionClosed, Message, WriteTimeout
 from wsapp.datastructures import Headers, MutableHeaders, QueryParams
 from wsapp.endpoint import Connector
 from wsapp.lifecycle import Reject
+from wsapp.lifespan import LifespanError
 from wsapp.request import Address, Request
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
@@ -17,6 +18,7 @@ __all__ = [
     "ConnectionClosed",
     "Connector",
     "Headers",
+    "LifespanError",
     "Message",
     "MutableHeaders",
     "QueryParams",

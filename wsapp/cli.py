@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from wsapp.app import App, run_app
+from wsapp.lifespan import LifespanError
 from wsapp.settings import ConfigError, Settings, parse_none
 
 __all__ = ["load_app", "main"]
@@ -112,9 +113,9 @@ def load_app(target: str, factory: bool = False) -> App:
     return obj
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = 2) -> NoReturn:
     print(f"wsapp: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -139,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         graceful = run_app(app, args.backend, **options)
     except ConfigError as exc:
         _fail(str(exc))
+    except LifespanError as exc:  # the app itself failed, not its command line
+        _fail(str(exc), status=1)
     except (OSError, RuntimeError, ModuleNotFoundError) as exc:
         _fail(f"cannot serve: {exc}")
     except KeyboardInterrupt:  # a signal before the handlers were installed
