@@ -169,7 +169,7 @@ async def test_a_failing_start_up_hook_fails_the_client_with_its_name() -> None:
         raise ConnectionRefusedError("db is down")
 
     with anyio.fail_after(TIMEOUT):
-        with pytest.raises(wsapp.LifespanError, match="'.*connect_database' failed: .*db is down"):
+        with pytest.raises(wsapp.LifespanError, match=r"'.*connect_database' failed: .*db is down"):
             async with connect(app):
                 pass
 
@@ -177,7 +177,7 @@ async def test_a_failing_start_up_hook_fails_the_client_with_its_name() -> None:
 async def test_mixing_sync_and_async_use_of_one_client_is_refused() -> None:
     with anyio.fail_after(TIMEOUT):
         async with TestClient(echo.app) as client:
-            with pytest.raises(RuntimeError, match="use `async with client.connect"):
+            with pytest.raises(RuntimeError, match=r"use `async with client\.connect"):
                 with client.connect():
                     pass
 
