@@ -26,7 +26,7 @@ def hooked(trace: Trace) -> wsapp.App:
     @app.on_startup
     def second() -> None:  # plain def: runs in a worker thread, like callbacks
         app.state.greeting = "hello from startup"
-        trace.add("startup 2")
+        anyio.from_thread.run_sync(trace.add, "startup 2")
 
     @app.on_open
     async def greet(conn: wsapp.Connection) -> None:
@@ -47,7 +47,7 @@ def hooked(trace: Trace) -> wsapp.App:
 
     @app.on_shutdown
     def fourth() -> None:
-        trace.add("shutdown 2")
+        anyio.from_thread.run_sync(trace.add, "shutdown 2")
 
     return app
 

@@ -127,7 +127,7 @@ def hooked_app(trace: Trace) -> wsapp.App:
     @app.on_startup
     def open_resources() -> None:  # sync hooks run too (in a worker thread)
         app.state.db = "connected"
-        trace.add("startup")
+        anyio.from_thread.run_sync(trace.add, "startup")
 
     @app.on_shutdown
     async def close_resources() -> None:

@@ -56,9 +56,12 @@ def _encode_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 def _request(scope: Scope, path: str, params: dict[str, Any], settings: Settings) -> Request:
-    headers = Headers(
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
-    )
+    items = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+    offered = scope.get("subprotocols")
+    if offered and not any(name.lower() == "sec-websocket-protocol" for name, _ in items):
+        # Some hosts (uvicorn's wsproto implementation) pass the offer in the scope only.
+        items.append(("sec-websocket-protocol", ", ".join(offered)))
+    headers = Headers(items)
     raw_path = scope.get("raw_path")
     peer = scope.get("client")
     return Request(
@@ -180,13 +183,17 @@ class ASGIAdapter:
             if isinstance(callbacks, Refusal):
                 await _deny(scope, send, path, callbacks)
                 return
-            await send(
-                {
-                    "type": "websocket.accept",
-                    "subprotocol": conn.subprotocol,
-                    "headers": _encode_headers(list(conn.response_headers.multi_items())),
-                }
-            )
+            try:
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": conn.subprotocol,
+                        "headers": _encode_headers(list(conn.response_headers.multi_items())),
+                    }
+                )
+            except OSError:  # the client left during on_connect: it never opened
+                logger.debug("client left before %s %s opened", conn.id, path)
+                return
             transport = ASGITransport(conn, receive, send)
             await lifecycle.run_connection(callbacks, conn, transport, transport.run)
         finally:

@@ -1,0 +1,222 @@
+"""wsapp apps served by real ASGI hosts (uvicorn's three WebSocket implementations, hypercorn on
+asyncio and Trio), driven by the `websockets` client the way a user's client would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+
+import wsapp
+from examples import auth, echo, room, subprotocols
+from tests.asgi.hosts import UPGRADE_REQUIRED, Host, http_get
+from tests.conftest import TIMEOUT, Trace, client, traced_app
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+#: What a refused client sees: the status, headers and body of the response.
+Refused = tuple[int, Headers, bytes]
+
+
+async def refused_or(
+    talk: Callable[[ClientConnection], Awaitable[T]], address: str, **options: Any
+) -> T | Refused:
+    """Run ``talk(ws)`` on a connection, or return the response that refused it."""
+    try:
+        async with connect(address, **options) as ws:
+            return await talk(ws)
+    except InvalidStatus as exc:
+        response = exc.response
+        return response.status_code, response.headers, bytes(response.body or b"")
+
+
+async def test_echo_example(host: Host) -> None:
+    async def talk(address: str) -> list[str | bytes]:
+        async with connect(address) as ws:
+            await ws.send("text")
+            await ws.send(b"\x00bytes")
+            return [await ws.recv(), await ws.recv()]
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(echo.app) as served:
+            assert await client(talk, served.url()) == ["text", b"\x00bytes"]
+
+
+async def test_auth_example_refuses_with_its_own_status_headers_and_body(host: Host) -> None:
+    async def greeting(ws: ClientConnection) -> tuple[str, str]:
+        hello = str(await ws.recv())
+        await ws.send("hi")
+        return hello, str(await ws.recv())
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(auth.app) as served:
+            # These hosts offer the websocket.http.response extension: the client gets
+            # exactly the response the app's Reject describes, not a generic 403.
+            status, headers, body = await client(refused_or, greeting, served.url())
+            assert (status, body) == (401, b"a valid token is required")
+            assert headers["WWW-Authenticate"] == "Bearer"
+
+            bearer = {"Authorization": "Bearer s3cret"}
+            assert await client(refused_or, greeting, served.url(), additional_headers=bearer) == (
+                "hello alice",
+                "hi",
+            )
+            assert await client(refused_or, greeting, served.url("/?token=s3cret")) == (
+                "hello alice",
+                "hi",
+            )
+
+
+async def test_subprotocols_example(host: Host) -> None:
+    async def reply(ws: ClientConnection) -> tuple[str | None, Any]:
+        await ws.send('{"n": 1}')
+        return ws.subprotocol, json.loads(await ws.recv())
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(subprotocols.app) as served:
+            address = served.url()
+            offered = ["json.v2", "json.v1"]  # the first one offered that the app supports wins
+            assert await client(refused_or, reply, address, subprotocols=offered) == (
+                "json.v2",
+                {"version": 2, "echo": {"n": 1}},
+            )
+            assert await client(refused_or, reply, address, subprotocols=["json.v1"]) == (
+                "json.v1",
+                {"n": 1},  # v1 echoes as is
+            )
+            status, _, body = await client(refused_or, reply, address, subprotocols=["xml"])
+            assert (status, body) == (400, b"supported subprotocols: json.v2, json.v1")
+
+
+async def test_room_example_routes_by_path_with_path_params(host: Host) -> None:
+    async def talk(base: str) -> tuple[list[str], str]:
+        async with connect(base + "/rooms/blue") as alice:
+            first = str(await alice.recv())
+            async with connect(base + "/rooms/blue") as bob, connect(base + "/rooms/red") as eve:
+                joined = [first, str(await bob.recv()), str(await eve.recv())]
+                await bob.send("hello blue")
+                return joined, str(await alice.recv()).split(": ", 1)[1]
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(room.app) as served:
+            joined, heard = await client(talk, served.url(""))
+    assert joined == ["joined blue (1 here)", "joined blue (2 here)", "joined red (1 here)"]
+    assert heard == "hello blue"
+
+
+async def close_after(address: str, trigger: str) -> tuple[str, int | None, str | None]:
+    """Echo a message at the size limit, send ``trigger``, and wait for the server's close."""
+    async with connect(address) as ws:
+        await ws.send("x" * 1000)
+        echoed = str(await ws.recv())
+        await ws.send(trigger)
+        await ws.wait_closed()
+        return echoed, ws.close_code, ws.close_reason
+
+
+@pytest.mark.parametrize(
+    ("trigger", "delivered", "code", "reason"),
+    [
+        pytest.param("close-me", True, 4000, "as you wish", id="conn.close"),
+        pytest.param("fail", True, 1011, "internal error", id="callback-raises"),
+        # Refused before on_message: an oversized message is never handed to the app.
+        pytest.param("x" * 1001, False, 1009, "message over 1000 bytes", id="max_message_size"),
+    ],
+)
+async def test_server_side_close_reaches_the_client_and_on_close_once(
+    host: Host, trigger: str, delivered: bool, code: int, reason: str
+) -> None:
+    trace = Trace()
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(traced_app(trace, max_message_size=1000)) as served:
+            echoed, seen_code, seen_reason = await client(close_after, served.url("/c"), trigger)
+            await trace.closed.wait()
+    # Checked after the host has stopped, so no connection task is left to run on_close again.
+    assert echoed == "x" * 1000  # exactly max_message_size is allowed
+    assert (seen_code, seen_reason) == (code, reason)
+    assert trace.close_args == (True, code, reason)
+    messages = [("message", "x" * 1000)] + ([("message", trigger)] if delivered else [])
+    assert [event for event in trace.events if event[0] == "message"] == messages
+    assert trace.names() == ["connect", "open"] + ["message"] * len(messages) + ["close"]
+    assert trace.events[0] == ("connect", "/c")
+
+
+async def test_client_close_code_and_reason_reach_on_close_once(host: Host) -> None:
+    async def talk(address: str) -> tuple[str, int | None, str | None]:
+        async with connect(address) as ws:
+            await ws.send("hi")
+            echoed = str(await ws.recv())
+            await ws.close(4001, "bye")
+            return echoed, ws.close_code, ws.close_reason
+
+    trace = Trace()
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(traced_app(trace)) as served:
+            # Every host completes the closing handshake: the client gets its close echoed.
+            assert await client(talk, served.url()) == ("hi", 4001, "bye")
+            await trace.closed.wait()
+    if host.reports_client_close_code:
+        assert trace.close_args == (True, 4001, "bye")
+    else:
+        # Hypercorn tells the app "websocket.disconnect" with 1006 for any close the client
+        # starts; wsapp can only report what the host gives it.
+        assert trace.close_args == (False, 1006, "connection lost")
+    assert trace.names() == ["connect", "open", "message", "close"]
+
+
+async def test_accept_carries_the_subprotocol_and_response_headers(host: Host) -> None:
+    app = wsapp.App(subprotocols=["chat"])
+
+    @app.on_connect
+    async def shape(conn: wsapp.Connection, request: wsapp.Request) -> None:
+        conn.response_headers["X-Session"] = f"session-{request.query_params['user']}"
+
+    @app.on_open
+    async def report(conn: wsapp.Connection) -> None:
+        await conn.send(str(conn.subprotocol))
+
+    async def talk(address: str) -> tuple[str | None, str | None, str]:
+        async with connect(address, subprotocols=["other", "chat"]) as ws:  # type: ignore[list-item]
+            assert ws.response is not None
+            return ws.subprotocol, ws.response.headers.get("X-Session"), str(await ws.recv())
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(app) as served:
+            assert await client(talk, served.url("/?user=ann")) == ("chat", "session-ann", "chat")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "upgrade", "body"),
+    [
+        ("/rooms/a", 426, "websocket", UPGRADE_REQUIRED),
+        ("/nope", 404, None, b"no WebSocket endpoint at /nope\n"),
+    ],
+)
+async def test_plain_http_gets_426_on_a_route_and_404_elsewhere(
+    host: Host, path: str, status: int, upgrade: str | None, body: bytes
+) -> None:
+    with anyio.fail_after(TIMEOUT):
+        # examples.room has only /rooms/{room}: no fallback endpoint to claim /nope.
+        async with host.serve(room.app) as served:
+            response = await http_get(served, path)
+    assert (response.status, response.headers.get("Upgrade"), response.body) == (
+        status,
+        upgrade,
+        body,
+    )
+
+
+async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(echo.app) as served:
+            assert (await http_get(served, "/")).status == 426  # it served
+        with pytest.raises(OSError, match="All connection attempts failed") as failed:
+            await anyio.connect_tcp("127.0.0.1", served.port)
+    assert isinstance(failed.value.__cause__, ConnectionRefusedError)  # nothing listens there
