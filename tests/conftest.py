@@ -121,6 +121,51 @@ def traced_app(trace: Trace, **settings: Any) -> wsapp.App:
     return app
 
 
+#: What a hooked_app records for one connection in one run, whatever serves it.
+ONE_CONNECTION_RUN = ["startup 1", "startup 2", "open", "close", "shutdown 1", "shutdown 2"]
+
+
+def hooked_app(trace: Trace, fail_startup: bool = False) -> wsapp.App:
+    """An echo app with two start-up and two shutdown hooks (one sync each) recording into
+    ``trace``; on_open greets with what start-up put in app.state."""
+    app = wsapp.App()
+
+    @app.on_startup
+    async def open_database() -> None:
+        trace.add("startup 1")
+        if fail_startup:
+            raise ConnectionRefusedError("database unreachable")
+
+    @app.on_startup
+    def warm_cache() -> None:  # plain def: runs in a worker thread
+        app.state.greeting = "hello from startup"
+        # Trace wakes its waiters through an anyio Event, which only the event loop may set.
+        anyio.from_thread.run_sync(trace.add, "startup 2")
+
+    @app.on_open
+    async def greet(conn: wsapp.Connection) -> None:
+        trace.add("open")
+        await conn.send(app.state.greeting)
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: wsapp.Message) -> None:
+        await conn.send(message)
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    @app.on_shutdown
+    async def close_cache() -> None:
+        trace.add("shutdown 1")
+
+    @app.on_shutdown
+    def close_database() -> None:
+        anyio.from_thread.run_sync(trace.add, "shutdown 2")
+
+    return app
+
+
 @pytest.fixture
 def wsapp_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="wsapp")

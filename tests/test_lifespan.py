@@ -10,46 +10,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.conftest import TIMEOUT, Trace, client, running, url
+from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, client, hooked_app, running, url
 from tests.test_cli import run_cli, serving
 
 pytestmark = pytest.mark.anyio
-
-
-def hooked(trace: Trace) -> wsapp.App:
-    app = wsapp.App()
-
-    @app.on_startup
-    async def first() -> None:
-        trace.add("startup 1")
-
-    @app.on_startup
-    def second() -> None:  # plain def: runs in a worker thread, like callbacks
-        app.state.greeting = "hello from startup"
-        anyio.from_thread.run_sync(trace.add, "startup 2")
-
-    @app.on_open
-    async def greet(conn: wsapp.Connection) -> None:
-        trace.add("open")
-        await conn.send(app.state.greeting)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: wsapp.Message) -> None:
-        await conn.send(message)
-
-    @app.on_close
-    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
-        trace.add("close", code)
-
-    @app.on_shutdown
-    async def third() -> None:
-        trace.add("shutdown 1")
-
-    @app.on_shutdown
-    def fourth() -> None:
-        anyio.from_thread.run_sync(trace.add, "shutdown 2")
-
-    return app
 
 
 async def test_hooks_run_in_order_around_the_connections() -> None:
@@ -60,18 +24,11 @@ async def test_hooks_run_in_order_around_the_connections() -> None:
             return await ws.recv()
 
     with anyio.fail_after(TIMEOUT):
-        async with running(hooked(trace)) as server:
+        async with running(hooked_app(trace)) as server:
             assert trace.names() == ["startup 1", "startup 2"]  # before serving
             assert await client(greeting, url(server)) == "hello from startup"
             await trace.wait_for("close")
-        assert trace.names() == [
-            "startup 1",
-            "startup 2",
-            "open",
-            "close",
-            "shutdown 1",
-            "shutdown 2",
-        ]
+        assert trace.names() == ONE_CONNECTION_RUN
 
 
 async def test_shutdown_hooks_run_after_open_connections_are_closed() -> None:
@@ -83,7 +40,7 @@ async def test_shutdown_hooks_run_after_open_connections_are_closed() -> None:
             return ws.close_code
 
     with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg, running(hooked(trace)) as server:
+        async with anyio.create_task_group() as tg, running(hooked_app(trace)) as server:
             codes: list[int | None] = []
 
             async def run_client() -> None:
@@ -93,7 +50,11 @@ async def test_shutdown_hooks_run_after_open_connections_are_closed() -> None:
             await trace.wait_for("open")
             server.shutdown()
         assert codes == [1001]
-        assert trace.events[-3:] == [("close", 1001), ("shutdown 1",), ("shutdown 2",)]
+        assert trace.events[-3:] == [
+            ("close", True, 1001, "server shutting down"),
+            ("shutdown 1",),
+            ("shutdown 2",),
+        ]
 
 
 async def test_a_failing_start_up_hook_stops_the_server_before_it_serves() -> None:

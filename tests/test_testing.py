@@ -9,7 +9,7 @@ import pytest
 
 import wsapp
 from examples import auth, echo, subprotocols
-from tests.conftest import TIMEOUT, Trace, traced_app
+from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, hooked_app, traced_app
 from wsapp.testing import HandshakeRefused, TestClient, connect
 
 pytestmark = pytest.mark.anyio
@@ -121,30 +121,12 @@ async def test_an_exception_in_the_test_body_comes_out_as_itself() -> None:
                 raise LookupError("from the test")
 
 
-def hooked_app(trace: Trace) -> wsapp.App:
-    app = traced_app(trace)
-
-    @app.on_startup
-    def open_resources() -> None:  # sync hooks run too (in a worker thread)
-        app.state.db = "connected"
-        anyio.from_thread.run_sync(trace.add, "startup")
-
-    @app.on_shutdown
-    async def close_resources() -> None:
-        trace.add("shutdown")
-
-    return app
-
-
 async def test_connect_alone_is_one_whole_run_with_the_hooks() -> None:
     trace = Trace()
-    app = hooked_app(trace)
     with anyio.fail_after(TIMEOUT):
-        async with connect(app) as ws:
-            assert app.state.db == "connected"
-            await ws.send("hi")
-            await ws.receive()
-    assert trace.names() == ["startup", "connect", "open", "message", "close", "shutdown"]
+        async with connect(hooked_app(trace)) as ws:
+            assert await ws.receive() == "hello from startup"  # app.state, set by a hook
+    assert trace.names() == ONE_CONNECTION_RUN
 
 
 async def test_an_entered_client_shares_one_run_between_connections() -> None:
@@ -154,11 +136,12 @@ async def test_an_entered_client_shares_one_run_between_connections() -> None:
             async with client.connect() as first, client.connect() as second:
                 await first.send("1")
                 await second.send("2")
+                assert await first.receive_text() == await second.receive_text()  # greetings
                 assert (await first.receive(), await second.receive()) == ("1", "2")
             assert trace.names().count("close") == 2
-    assert trace.names().count("startup") == trace.names().count("shutdown") == 1
-    assert trace.names()[0] == "startup"
-    assert trace.names()[-1] == "shutdown"
+        assert trace.names()[:2] == ["startup 1", "startup 2"]
+        assert trace.names()[-2:] == ["shutdown 1", "shutdown 2"]
+        assert len(trace.names()) == 2 + 2 * 2 + 2  # one run: each hook once
 
 
 async def test_a_failing_start_up_hook_fails_the_client_with_its_name() -> None:
@@ -190,17 +173,17 @@ def test_sync_use(backend: str) -> None:
     trace = Trace()
     with TestClient(hooked_app(trace), backend=backend) as client:
         with client.connect() as a, client.connect() as b:
+            assert a.receive() == b.receive() == "hello from startup"
             a.send("a")
             b.send_json([1])
             assert a.receive() == "a"
             assert b.receive_json() == [1]
         with client.connect() as c:
-            c.send("close-me")
-            with pytest.raises(wsapp.ConnectionClosed):
-                c.receive()
-            assert c.close_code == 4000
+            c.close(4002, "done")
+            assert (c.close_code, c.close_reason) == (4002, "done")
+    assert trace.events.count(("close", True, 4002, "done")) == 1
     assert trace.names().count("close") == 3
-    assert trace.names()[-1] == "shutdown"
+    assert trace.names()[-1] == "shutdown 2"
 
 
 def test_sync_connect_shorthand_and_refusal() -> None:

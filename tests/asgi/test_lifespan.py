@@ -6,50 +6,10 @@ import anyio
 import pytest
 from websockets.asyncio.client import connect
 
-import wsapp
 from tests.asgi.hosts import Host
-from tests.conftest import TIMEOUT, Trace, client
+from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, client, hooked_app
 
 pytestmark = pytest.mark.anyio
-
-
-def hooked(trace: Trace, fail_startup: bool = False) -> wsapp.App:
-    app = wsapp.App()
-
-    @app.on_startup
-    async def open_database() -> None:
-        trace.add("startup 1")
-        if fail_startup:
-            raise ConnectionRefusedError("database unreachable")
-
-    @app.on_startup
-    def warm_cache() -> None:  # plain def: runs in a worker thread
-        app.state.greeting = "hello from startup"
-        # Trace wakes its waiters through an anyio Event, which only the event loop may set.
-        anyio.from_thread.run_sync(trace.add, "startup 2")
-
-    @app.on_open
-    async def greet(conn: wsapp.Connection) -> None:
-        trace.add("open")
-        await conn.send(app.state.greeting)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: wsapp.Message) -> None:
-        await conn.send(message)
-
-    @app.on_close
-    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
-        trace.record_close(was_clean, code, reason)
-
-    @app.on_shutdown
-    async def close_cache() -> None:
-        trace.add("shutdown 1")
-
-    @app.on_shutdown
-    def close_database() -> None:
-        anyio.from_thread.run_sync(trace.add, "shutdown 2")
-
-    return app
 
 
 async def greeting(address: str) -> str:
@@ -60,19 +20,12 @@ async def greeting(address: str) -> str:
 async def test_hooks_run_in_order_around_the_connections(host: Host) -> None:
     trace = Trace()
     with anyio.fail_after(TIMEOUT):
-        async with host.serve(hooked(trace)) as served:
+        async with host.serve(hooked_app(trace)) as served:
             # The state a start-up hook set is what the first connection sees.
             assert await client(greeting, served.url()) == "hello from startup"
             await trace.closed.wait()
             assert "shutdown 1" not in trace.names()  # not before the host stops
-    assert trace.names() == [
-        "startup 1",
-        "startup 2",
-        "open",
-        "close",
-        "shutdown 1",
-        "shutdown 2",
-    ]
+    assert trace.names() == ONE_CONNECTION_RUN
 
 
 async def test_shutdown_hooks_wait_for_open_connections_to_close(host: Host) -> None:
@@ -90,7 +43,7 @@ async def test_shutdown_hooks_wait_for_open_connections_to_close(host: Host) -> 
 
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
-            async with host.serve(hooked(trace)) as served:
+            async with host.serve(hooked_app(trace)) as served:
                 tg.start_soon(stay_connected, served.url())
                 await trace.wait_for("open")
             # The host has stopped (its shutdown hooks ran) with the client still connected.
@@ -109,7 +62,7 @@ async def test_shutdown_hooks_wait_for_open_connections_to_close(host: Host) -> 
 async def test_a_failing_startup_hook_keeps_the_host_from_serving(host: Host) -> None:
     trace = Trace()
     with anyio.fail_after(TIMEOUT):
-        stopped = await host.until_stopped(hooked(trace, fail_startup=True))
+        stopped = await host.until_stopped(hooked_app(trace, fail_startup=True))
     # A client that connected as the host started was never answered: it did not serve.
     assert stopped.answer == b""
     # What the operator reads names the hook and its error.
