@@ -1,6 +1,11 @@
 """Echo benchmark: wsapp's echo example against an equivalent `websockets` server.
 
-    python bench/echo.py [--seconds 5] [--rounds 3] [--backend asyncio|uvloop|trio]
+    python bench/echo.py [--seconds 5] [--rounds 3] [--backend asyncio|uvloop|trio] [--asgi]
+
+With `--asgi`, two more contenders run under uvicorn (its websockets-sansio implementation):
+the same wsapp app as an ASGI app, and the echo endpoint as written with Starlette
+(`bench/starlette_echo.py`); their ratio is the cost of wsapp's ASGI adapter against the
+framework users run there today.
 
 Each server runs in its own process; one load generator (this process) drives both with the
 same load: 50 connections, each keeping 10 messages of 32 bytes in flight. Rounds alternate
@@ -158,11 +163,31 @@ def serving_echo(*flags: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         process.wait(timeout=15)
 
 
-def contenders(port_wsapp: int, port_ws: int, backend: str) -> list[tuple[Contender, int]]:
-    wsapp_cmd = wsapp_command(port_wsapp, "--backend", backend)
-    ws_cmd = [sys.executable, __file__, "--serve-websockets", str(port_ws),
+def uvicorn_command(app: str, port: int, backend: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
+            "--ws", "websockets-sansio", "--loop", "uvloop" if backend == "uvloop" else "asyncio",
+            "--lifespan", "on"]  # fmt: skip
+
+
+def contenders(backend: str, asgi: bool) -> list[tuple[Contender, int]]:
+    ports = [free_port() for _ in range(4)]
+    wsapp_cmd = wsapp_command(ports[0], "--backend", backend)
+    ws_cmd = [sys.executable, __file__, "--serve-websockets", str(ports[1]),
               "--backend", "uvloop" if backend == "uvloop" else "asyncio"]  # fmt: skip
-    return [(Contender("wsapp", wsapp_cmd), port_wsapp), (Contender("websockets", ws_cmd), port_ws)]
+    chosen = [
+        (Contender("wsapp", wsapp_cmd), ports[0]),
+        (Contender("websockets", ws_cmd), ports[1]),
+    ]
+    if asgi:
+        if backend == "trio":
+            raise SystemExit("--asgi runs uvicorn, which has no Trio support")
+        chosen += [
+            (Contender("wsapp+uvicorn", uvicorn_command("examples.echo:app", ports[2], backend)),
+             ports[2]),
+            (Contender("starlette+uvicorn",
+                       uvicorn_command("bench.starlette_echo:app", ports[3], backend)), ports[3]),
+        ]  # fmt: skip
+    return chosen
 
 
 def serve_websockets(port: int, backend: str) -> None:
@@ -194,15 +219,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser.add_argument("--asgi", action="store_true", help="also compare under uvicorn")
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_websockets:
         serve_websockets(args.serve_websockets, args.backend)
         return
-    results: dict[str, list[tuple[float, float]]] = {"wsapp": [], "websockets": []}
+    chosen = contenders(args.backend, args.asgi)
+    results: dict[str, list[tuple[float, float]]] = {c.name: [] for c, _ in chosen}
     servers = []
     try:
-        for contender, port in contenders(free_port(), free_port(), args.backend):
+        for contender, port in chosen:
             process = subprocess.Popen(contender.command, cwd=ROOT)
             servers.append((contender, port, process))
             wait_listening(port, process)
@@ -229,11 +256,15 @@ def main() -> None:
         cpu = statistics.median(c for _, c in rounds)
         medians[name] = (rate, cpu)
         print(f"  {name:>10}: {rate:9.0f} msg/s  {cpu * 1e6:6.2f} us server CPU per message")
-    (w_rate, w_cpu), (o_rate, o_cpu) = medians["wsapp"], medians["websockets"]
-    print(
-        f"  ratio wsapp/websockets: throughput {w_rate / o_rate:.2f}x, "
-        f"CPU per message {w_cpu / o_cpu:.2f}x (goal: at most 0.80x)"
-    )
+    pairs = [("wsapp", "websockets", " (goal: at most 0.80x)")]
+    if args.asgi:
+        pairs.append(("wsapp+uvicorn", "starlette+uvicorn", ""))
+    for ours, theirs, goal in pairs:
+        (w_rate, w_cpu), (o_rate, o_cpu) = medians[ours], medians[theirs]
+        print(
+            f"  ratio {ours}/{theirs}: throughput {w_rate / o_rate:.2f}x, "
+            f"CPU per message {w_cpu / o_cpu:.2f}x{goal}"
+        )
 
 
 if __name__ == "__main__":

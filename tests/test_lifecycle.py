@@ -254,6 +254,37 @@ async def test_close_timeout_drops_a_peer_that_never_answers_the_close() -> None
     assert trace.close_args == (False, 4000, "as you wish")
 
 
+async def test_a_callback_outliving_its_connection_is_cancelled_after_close_timeout(
+    wsapp_logs: pytest.LogCaptureFixture,
+) -> None:
+    trace = Trace()
+    app = wsapp.App(close_timeout=0.2)
+
+    @app.on_message
+    async def stuck(conn: wsapp.Connection, message: wsapp.Message) -> None:
+        trace.add("message")
+        try:
+            await anyio.sleep_forever()  # ignores that the peer left
+        finally:
+            trace.add("cancelled")
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    with anyio.fail_after(TIMEOUT):
+        async with raw_peer(app) as raw:
+            await raw.send(frame(OP_TEXT, b"hang"))
+            await trace.wait_for("message")
+            await raw.send(close_frame(1000, "bye"))
+            assert await raw.read_close() == (1000, "bye")
+            await trace.closed.wait()
+    assert trace.names() == ["message", "cancelled", "close"]
+    assert trace.close_args == (True, 1000, "bye")
+    assert "still ran after close; cancelled" in wsapp_logs.text
+    assert [r.getMessage() for r in wsapp_logs.records if r.levelno >= logging.ERROR] == []
+
+
 async def test_data_after_the_peer_closed_is_ignored() -> None:
     trace = Trace()
     with anyio.fail_after(TIMEOUT):

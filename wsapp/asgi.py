@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from wsapp import lifecycle
-from wsapp.connection import Connection, ConnectionClosed, Message, WriteTimeout
+from wsapp.connection import Connection, ConnectionClosed, Message
 from wsapp.datastructures import Headers
 from wsapp.endpoint import Callbacks
 from wsapp.handshake import HandshakeError, upgrade_required
@@ -236,7 +236,9 @@ class ASGITransport:
         self._settings = conn.settings
         self._receive = receive
         self._send = send
-        self._lock = anyio.Lock()
+        # fast_acquire: no checkpoint when uncontended, which is nearly always (per message).
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._send_started: float | None = None  # when the send in progress began
         self._scope = anyio.CancelScope()
         self._initiator: tuple[int, str] | None = None  # (code, reason) of the first close
         self._disconnect: tuple[int, str] | None = None  # what the host reported at the end
@@ -247,17 +249,32 @@ class ASGITransport:
         return ConnectionClosed(code, reason)
 
     async def _send_event(self, event: MutableMapping[str, Any]) -> None:
-        timeout = self._settings.write_timeout
-        try:
-            with anyio.fail_after(timeout):
-                async with self._lock:
-                    await self._send(event)
-        except TimeoutError:
-            self._lose(f"write timed out after {timeout}s")
-            raise WriteTimeout(ABNORMAL, self._lost or "") from None
-        except OSError:  # ASGI 2.4: sending after the client left raises an OSError
-            self._lose("connection lost while writing")
-            raise self._closed_error() from None
+        # No timeout scope here: one per message would cost more than the rest of the send.
+        # _watch_writes enforces write_timeout from beside.
+        async with self._lock:
+            self._send_started = anyio.current_time()
+            try:
+                await self._send(event)
+            except OSError:  # ASGI 2.4: sending after the client left raises an OSError
+                self._lose("connection lost while writing")
+                raise self._closed_error() from None
+            finally:
+                self._send_started = None
+
+    async def _watch_writes(self) -> None:
+        """Drop the connection once a send has waited `write_timeout` for the host.
+
+        Checked every half timeout, so a stalled send is found within 1.5 times write_timeout;
+        dropping it ends the connection, and the stalled callback is then cancelled after
+        close_timeout like any callback outliving its connection.
+        """
+        while True:
+            timeout = self._settings.write_timeout
+            await anyio.sleep(timeout / 2)
+            started = self._send_started
+            if started is not None and anyio.current_time() - started >= timeout:
+                self._lose(f"write timed out after {timeout}s")
+                return
 
     def _lose(self, why: str) -> None:
         self._lost = self._lost or why
@@ -286,7 +303,10 @@ class ASGITransport:
         """Receive until the host reports the disconnect, then record how the connection ended."""
         try:
             with self._scope:
-                await self._read()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_writes)
+                    await self._read()
+                    tg.cancel_scope.cancel()
             if self._scope.cancelled_caught and self._disconnect is None and not self._lost:
                 self._lost = "no close frame from the peer within close_timeout"
         finally:

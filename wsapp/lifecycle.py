@@ -148,6 +148,7 @@ async def run_connection(
     )
     conn._transport = transport
     handlers = anyio.CancelScope()
+    code, reason = 1000, ""  # kept if the callbacks are cancelled: the connection is over then
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_pump, transport_run, conn, handlers)

@@ -17,6 +17,7 @@ import wsapp
 from examples import auth, echo, room, subprotocols
 from tests.asgi.hosts import UPGRADE_REQUIRED, Host, http_get
 from tests.conftest import TIMEOUT, Trace, client, traced_app
+from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.anyio
 
@@ -220,3 +221,29 @@ async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:
         with pytest.raises(OSError, match="All connection attempts failed") as failed:
             await anyio.connect_tcp("127.0.0.1", served.port)
     assert isinstance(failed.value.__cause__, ConnectionRefusedError)  # nothing listens there
+
+
+async def test_a_send_stalled_by_a_client_that_does_not_read_hits_write_timeout(
+    host: Host, anyio_backend: str
+) -> None:
+    if host.name == "hypercorn" and anyio_backend == "trio":
+        pytest.skip(
+            "hypercorn's Trio worker shields its socket writes (TCPServer.protocol_send): "
+            "no app can abandon a send stalled there (documented in docs/asgi.md)"
+        )
+    trace = Trace()
+    app = wsapp.App(write_timeout=0.5, close_timeout=0.5)
+
+    @app.on_open
+    async def flood(conn: wsapp.Connection) -> None:
+        while True:  # each host applies backpressure: a send waits once its buffer is full
+            await conn.send(b"x" * 65536)
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(app) as served, RawClient.connect(served.port):
+            await trace.closed.wait()  # never reading: the send stalls until write_timeout
+    assert trace.close_args == (False, 1006, "write timed out after 0.5s")
