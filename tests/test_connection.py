@@ -71,7 +71,10 @@ async def test_send_takes_text_or_bytes_only() -> None:
     with anyio.fail_after(TIMEOUT):
         async with running(app) as server:
             assert await client(collect, url(server)) == [b"ba", b"mv", "text"]
-    assert errors == ["send() takes str (text) or bytes (binary), not dict"]
+    assert errors == [
+        "send() takes str (text), bytes (binary) or a pydantic model, not dict; "
+        "use send_json() for other data"
+    ]
 
 
 async def test_reading_form_reads_in_order_and_closes_when_the_handler_returns() -> None:

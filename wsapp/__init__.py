@@ -6,6 +6,7 @@ from wsapp.datastructures import Headers, MutableHeaders, QueryParams
 from wsapp.endpoint import Connector
 from wsapp.lifecycle import Reject
 from wsapp.lifespan import LifespanError
+from wsapp.messages import InvalidMessage
 from wsapp.request import Address, Request
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
@@ -18,6 +19,7 @@ __all__ = [
     "ConnectionClosed",
     "Connector",
     "Headers",
+    "InvalidMessage",
     "LifespanError",
     "Message",
     "MutableHeaders",

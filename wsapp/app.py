@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from wsapp.asgi import ASGIAdapter, Receive, Scope, Send
 from wsapp.endpoint import Connector, ConnectorEndpoint, FunctionEndpoint
 from wsapp.lifespan import Lifespan
+from wsapp.messages import DispatchPolicy
 from wsapp.routing import Router
 from wsapp.server import Server, open_listeners, ssl_context_from_files
 from wsapp.settings import Settings, resolve_settings
@@ -34,6 +35,12 @@ class App:
     Args:
         settings: The defaults for every connection; `WSAPP_*` environment variables and
             command line flags override them when the server starts.
+        concurrency: How many messages of one connection the decorated `on_message`
+            handlers run at once (1: one at a time, in order). See "Dispatch and ordering".
+        on_invalid: What answers a message that does not decode into what the handler
+            takes: `"reply"` (an error reply; the connection stays) or `"close"` (1007).
+            An `@app.on_invalid` callback overrides it.
+        binary_json: Decode binary messages as JSON too (text messages always are).
         **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
 
     The decorators `on_connect`, `on_open`, `on_message` and `on_close` declare the
@@ -47,7 +54,15 @@ class App:
             typically set by an `on_startup` hook.
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        concurrency: int = 1,
+        on_invalid: Literal["reply", "close"] = "reply",
+        binary_json: bool = False,
+        **overrides: Any,
+    ) -> None:
         base = settings if settings is not None else Settings()
         unknown = set(overrides) - set(Settings.model_fields)
         if unknown:
@@ -56,7 +71,7 @@ class App:
             )
         values = {**base.model_dump(exclude_unset=True), **overrides}
         self.settings = Settings.model_validate(values)
-        self._default = FunctionEndpoint()
+        self._default = FunctionEndpoint(DispatchPolicy(concurrency, on_invalid, binary_json))
         self.router = Router()
         self.state = SimpleNamespace()
         self._lifespan = Lifespan()
@@ -84,8 +99,23 @@ class App:
         return self._declare("on_open", function)
 
     def on_message(self, function: F) -> F:
-        """Declare `on_message(conn, message)`: runs once per complete message, in order."""
+        """Declare `on_message(conn, message)`: runs once per complete message, in order.
+
+        The annotation of `message` decides what it receives: `str | bytes` the message as
+        it came, a pydantic model (or `list[int]`, a `TypedDict`...) the message decoded from
+        JSON and validated. Declare several, each taking its own models, to have messages
+        dispatched by their `type` (a `Literal` field the models share). A returned value is
+        sent as the reply.
+        """
         return self._declare("on_message", function)
+
+    def on_invalid(self, function: F) -> F:
+        """Declare `on_invalid(conn, error)`: answers a message that did not decode.
+
+        `error` is an [InvalidMessage][wsapp.InvalidMessage]; a returned value is sent as
+        the reply, and the callback may close the connection.
+        """
+        return self._declare("on_invalid", function)
 
     def on_close(self, function: F) -> F:
         """Declare `on_close(conn, was_clean, code, reason)`: runs exactly once per opened
@@ -121,15 +151,24 @@ class App:
         """
         return self._lifespan.running()
 
-    def route(self, pattern: str) -> Callable[[C], C]:
+    def route(
+        self,
+        pattern: str,
+        *,
+        concurrency: int = 1,
+        on_invalid: Literal["reply", "close"] = "reply",
+        binary_json: bool = False,
+    ) -> Callable[[C], C]:
         """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with a Connector class.
 
         Path parameters are converted by their type (`str` by default; `int`, `float`,
-        `uuid`, `path`) and available as `conn.request.path_params`.
+        `uuid`, `path`) and available as `conn.request.path_params`. The keyword arguments
+        are this route's dispatch policy, as for `App`.
         """
+        policy = DispatchPolicy(concurrency, on_invalid, binary_json)
 
         def register(cls: C) -> C:
-            self.router.add(pattern, ConnectorEndpoint(cls))
+            self.router.add(pattern, ConnectorEndpoint(cls, policy))
             return cls
 
         return register

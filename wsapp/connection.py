@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import ObjectStream
+from pydantic import BaseModel
+from pydantic_core import to_json
 
 from wsapp.datastructures import MutableHeaders
 from wsapp.request import Request
@@ -165,18 +167,26 @@ class Connection(ObjectStream[Message]):
             )
         self._subprotocol = value
 
-    async def send(self, item: Message) -> None:
-        """Send one message: `str` as a text frame, `bytes` as a binary frame."""
+    async def send(self, item: Message | BaseModel) -> None:
+        """Send one message: `str` as a text frame, `bytes` as a binary frame, a pydantic
+        model as its JSON in a text frame."""
         if type(item) is not str and type(item) is not bytes:
-            if isinstance(item, bytearray | memoryview):
+            if isinstance(item, BaseModel):
+                item = item.model_dump_json()
+            elif isinstance(item, bytearray | memoryview):
                 item = bytes(item)
             elif not isinstance(item, str | bytes):
                 raise TypeError(
-                    f"send() takes str (text) or bytes (binary), not {type(item).__name__}"
+                    f"send() takes str (text), bytes (binary) or a pydantic model, not "
+                    f"{type(item).__name__}; use send_json() for other data"
                 )
         if self._transport is None:
             raise RuntimeError("cannot send before the handshake completes (after on_connect)")
         await self._transport.send_message(item)
+
+    async def send_json(self, data: Any) -> None:
+        """Send ``data`` (dicts, lists, models, dataclasses, datetimes...) as JSON text."""
+        await self.send(to_json(data).decode())
 
     async def receive(self) -> Message:
         """The next message; raises `anyio.EndOfStream` once the connection has closed."""

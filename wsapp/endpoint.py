@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from wsapp.connection import Connection, Message
+from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
 from wsapp.request import Request
 
 __all__ = ["Callbacks", "Connector", "ConnectorEndpoint", "Endpoint", "FunctionEndpoint"]
@@ -26,18 +27,24 @@ SIGNATURES = {
     "on_connect": ("conn", "request"),
     "on_open": ("conn",),
     "on_message": ("conn", "message"),
+    "on_invalid": ("conn", "error"),
     "on_close": ("conn", "was_clean", "code", "reason"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Callbacks:
-    """The callbacks of one connection, bound to it; ``on_message`` None means reading form."""
+    """The callbacks of one connection, bound to it; ``on_message`` None means reading form.
+
+    ``on_message`` takes the message as it arrived: decoding, dispatch to the right handler
+    and replies happen inside it. ``concurrency`` is how many may run at once.
+    """
 
     on_connect: Callable[[Request], Awaitable[None]]
     on_open: Callable[[], Awaitable[None]]
     on_message: Callable[[Message], Awaitable[None]] | None
     on_close: Callable[[bool, int, str], Awaitable[None]]
+    concurrency: int = 1
 
 
 async def _noop(*args: object) -> None:
@@ -89,13 +96,25 @@ class Endpoint:
 
 
 class FunctionEndpoint(Endpoint):
-    """Callbacks declared with decorators (``@app.on_message`` and friends)."""
+    """Callbacks declared with decorators (``@app.on_message`` and friends).
 
-    def __init__(self) -> None:
-        self.functions: dict[str, Callable[..., Awaitable[None]]] = {}
+    Several ``on_message`` handlers may be declared, each taking its own message models; the
+    other callbacks are declared at most once.
+    """
+
+    def __init__(self, policy: DispatchPolicy | None = None) -> None:
+        self.policy = policy or DispatchPolicy()
+        self.functions: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self.decoder: MessageDecoder | None = None
+        self._handler_calls: list[Callable[..., Awaitable[Any]]] = []
 
     def declare(self, name: str, function: F) -> F:
         check_signature(name, function)
+        if name == "on_message":
+            handlers = [*(self.decoder.handlers if self.decoder else ()), Handler.declare(function)]
+            self.decoder = MessageDecoder(handlers, self.policy.binary_json)  # checks them all
+            self._handler_calls.append(as_async(function))
+            return function
         if name in self.functions:
             raise ValueError(
                 f"{name} is already declared (by {self.functions[name].__qualname__}); "
@@ -106,12 +125,22 @@ class FunctionEndpoint(Endpoint):
 
     def bind(self, conn: Connection) -> Callbacks:
         get = self.functions.get
-        on_message = get("on_message")
+        on_invalid = get("on_invalid")
+        on_message = None
+        if self.decoder is not None:
+            on_message = message_callback(
+                conn,
+                self.decoder,
+                [functools.partial(call, conn) for call in self._handler_calls],
+                None if on_invalid is None else functools.partial(on_invalid, conn),
+                self.policy,
+            )
         return Callbacks(
             on_connect=functools.partial(get("on_connect", _noop), conn),
             on_open=functools.partial(get("on_open", _noop), conn),
-            on_message=None if on_message is None else functools.partial(on_message, conn),
+            on_message=on_message,
             on_close=functools.partial(get("on_close", _noop), conn),
+            concurrency=self.policy.concurrency,
         )
 
 
@@ -131,8 +160,13 @@ class Connector:
     async def on_open(self) -> None:
         """After the upgrade, before any message."""
 
-    async def on_message(self, message: Message) -> None:
-        """Once per complete message, in order."""
+    async def on_message(self, message: Message) -> Any:
+        """Once per complete message, in order. Annotate ``message`` with a pydantic model
+        (or another type) to receive it decoded; a returned value is sent as the reply."""
+
+    async def on_invalid(self, error: InvalidMessage) -> Any:
+        """A message did not decode into what `on_message` takes. Not overridden: the
+        route's `on_invalid` policy answers. A returned value is sent as the reply."""
 
     async def on_close(self, was_clean: bool, code: int, reason: str) -> None:
         """Exactly once, however the connection ended."""
@@ -141,20 +175,36 @@ class Connector:
 class ConnectorEndpoint(Endpoint):
     """A [Connector][wsapp.Connector] subclass, instantiated per connection."""
 
-    def __init__(self, cls: type[Connector]) -> None:
+    def __init__(self, cls: type[Connector], policy: DispatchPolicy | None = None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Connector)):
             raise TypeError(f"route() takes a wsapp.Connector subclass, not {cls!r}")
         for name in SIGNATURES:
             check_signature(name, getattr(cls, name))
         self.cls = cls
-        self.reading_form = cls.on_message is Connector.on_message
+        self.policy = policy or DispatchPolicy()
+        self.decoder = (
+            None
+            if cls.on_message is Connector.on_message  # the reading form
+            else MessageDecoder([Handler.declare(cls.on_message)], self.policy.binary_json)
+        )
+        self.custom_invalid = cls.on_invalid is not Connector.on_invalid
 
     def bind(self, conn: Connection) -> Callbacks:
         instance = self.cls()
         instance.conn = conn
+        on_message = None
+        if self.decoder is not None:
+            on_message = message_callback(
+                conn,
+                self.decoder,
+                [as_async(instance.on_message)],
+                as_async(instance.on_invalid) if self.custom_invalid else None,
+                self.policy,
+            )
         return Callbacks(
             on_connect=as_async(instance.on_connect),
             on_open=as_async(instance.on_open),
-            on_message=None if self.reading_form else as_async(instance.on_message),
+            on_message=on_message,
             on_close=as_async(instance.on_close),
+            concurrency=self.policy.concurrency,
         )

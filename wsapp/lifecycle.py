@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from wsapp.connection import Connection, ConnectionClosed, Transport
+from wsapp.connection import Connection, ConnectionClosed, Message, Transport
 from wsapp.endpoint import Callbacks, Endpoint
 from wsapp.handshake import HandshakeError
 from wsapp.request import Request, is_origin_allowed
@@ -97,20 +97,63 @@ async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
     try:
         await callbacks.on_open()
         if on_message is not None:
-            get = conn._inbox.get
-            while True:
-                message = await get()
-                # Not contextlib.suppress: this is the per-message path, and try is free.
-                try:  # noqa: SIM105
-                    await on_message(message)
-                except ConnectionClosed:
-                    pass  # a reply came too late; the messages still queued are handled anyway
+            if callbacks.concurrency == 1:
+                await _one_at_a_time(on_message, conn)
+            else:
+                await _concurrently(on_message, conn, callbacks.concurrency)
     except (anyio.EndOfStream, ConnectionClosed):
         pass  # the connection ended first: not an error
     except Exception:
         logger.exception("callback failed on connection %s; closing with 1011", conn.id)
         return INTERNAL_ERROR, "internal error"
     return 1000, ""
+
+
+async def _one_at_a_time(
+    on_message: Callable[[Message], Awaitable[None]], conn: Connection
+) -> None:
+    """In order, each message after the previous one's handler returned (the default)."""
+    get = conn._inbox.get
+    while True:
+        message = await get()
+        # Not contextlib.suppress: this is the per-message path, and try is free.
+        try:  # noqa: SIM105
+            await on_message(message)
+        except ConnectionClosed:
+            pass  # a reply came too late; the messages still queued are handled anyway
+
+
+async def _concurrently(
+    on_message: Callable[[Message], Awaitable[None]], conn: Connection, limit: int
+) -> None:
+    """Up to ``limit`` handlers at once; the next message is taken only when one is free, so
+    a busy connection still stops reading (backpressure) instead of queueing tasks."""
+    slots = anyio.Semaphore(limit, fast_acquire=True)
+    failure: list[Exception] = []
+
+    async def handle(message: Message) -> None:
+        try:
+            await on_message(message)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            if not failure:
+                failure.append(exc)
+            tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
+        finally:
+            slots.release()
+
+    get = conn._inbox.get
+    async with anyio.create_task_group() as tg:
+        while True:
+            await slots.acquire()
+            try:
+                message = await get()
+            except anyio.EndOfStream:
+                break  # wait for the handlers still running, then end as usual
+            tg.start_soon(handle, message)
+    if failure:
+        raise failure[0]
 
 
 async def _pump(

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     """Open connections one server process accepts before answering 503; `None` for no limit
     other than the operating system's file descriptors (as in the seed)."""
 
+    max_invalid_messages: int | None = Field(default=10, ge=1)
+    """Invalid messages in a row (not JSON, or not what the handler's type accepts) after
+    which the connection closes with 1008; each one before gets the error reply. New: the
+    seed had no typed messages. `None` never closes for this."""
+
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or networks (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` or
     `Forwarded` header names the real client; `"unix"` trusts peers on a unix socket. Empty
