@@ -88,7 +88,16 @@ def check_signature(name: str, function: Callable[..., Any]) -> None:
 
 
 class Endpoint:
-    """Something that yields the callbacks of a new connection."""
+    """Something that yields the callbacks of a new connection.
+
+    Attributes:
+        policy: How its `on_message` handlers are run.
+        decoder: Its `on_message` handlers and how messages reach them; None in the
+            reading form.
+    """
+
+    policy: DispatchPolicy
+    decoder: MessageDecoder | None
 
     def bind(self, conn: Connection) -> Callbacks:
         """The callbacks for ``conn``."""
