@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from examples import auth, echo, reader, room, subprotocols
+from examples import auth, chat_typed, echo, reader, room, subprotocols
 from tests.conftest import TIMEOUT, client, running, url
 
 pytestmark = pytest.mark.anyio
@@ -95,3 +95,49 @@ async def test_room() -> None:
             joined, heard = await client(talk, server.urls[0])
     assert joined == ["joined blue (1 here)", "joined blue (2 here)", "joined red (1 here)"]
     assert heard == "hello blue"
+
+
+async def test_chat_typed() -> None:
+    async def chat(address: str) -> dict[str, list[Any]]:
+        seen: dict[str, list[Any]] = {"ann": [], "bob": []}
+        async with connect(address) as ann, connect(address) as bob:
+
+            async def expect(who: str, ws: Any, count: int) -> None:
+                seen[who].extend([json.loads(await ws.recv()) for _ in range(count)])
+
+            await ann.send('{"type": "join", "name": "ann"}')
+            await expect("ann", ann, 2)
+            await bob.send('{"type": "join", "name": "bob"}')
+            await expect("bob", bob, 2)
+            await expect("ann", ann, 1)
+            await ann.send('{"type": "say", "text": "hi"}')
+            await expect("ann", ann, 1)
+            await expect("bob", bob, 1)
+            await bob.send('{"type": "dance"}')
+            await expect("bob", bob, 1)
+            await bob.send('{"type": "leave"}')
+            await bob.wait_closed()
+            seen["bob"].append([bob.close_code, bob.close_reason])
+            await expect("ann", ann, 1)
+        return seen
+
+    with anyio.fail_after(TIMEOUT):
+        async with running(chat_typed.app) as server:
+            seen = await client(chat, url(server))
+    said = {"type": "said", "name": "server"}
+    assert seen["ann"] == [
+        {**said, "text": "ann joined"},
+        {"type": "welcome", "members": ["ann"]},
+        {**said, "text": "bob joined"},
+        {"type": "said", "name": "ann", "text": "hi"},
+        {**said, "text": "bob left"},
+    ]
+    assert seen["bob"][:3] == [
+        {**said, "text": "bob joined"},
+        {"type": "welcome", "members": ["ann", "bob"]},
+        {"type": "said", "name": "ann", "text": "hi"},
+    ]
+    invalid = seen["bob"][3]
+    assert (invalid["type"], invalid["error"]) == ("error", "invalid_message")
+    assert invalid["detail"][0]["type"] == "union_tag_invalid"
+    assert seen["bob"][4] == [1000, "bye"]
