@@ -46,13 +46,15 @@ def masked_text_frame(payload: bytes) -> bytes:
 class EchoLoad(asyncio.Protocol):
     """One connection: handshake, then keep IN_FLIGHT messages outstanding, count echoes."""
 
-    def __init__(self, ready: asyncio.Future[None], counter: list[int]) -> None:
+    def __init__(
+        self, ready: asyncio.Future[None], counter: list[int], message: bytes = MESSAGE
+    ) -> None:
         self.ready = ready
         self.counter = counter
         self.buffer = b""
         self.upgraded = False
-        self.frame = masked_text_frame(MESSAGE)
-        self.echo_size = 2 + len(MESSAGE)
+        self.frame = masked_text_frame(message)
+        self.echo_size = 2 + len(message)  # the echo must be the same size (and < 126 bytes)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,7 +89,9 @@ class EchoLoad(asyncio.Protocol):
         self.transport.write(self.frame * IN_FLIGHT)
 
 
-async def drive(port: int, seconds: float, pid: int) -> tuple[float, float]:
+async def drive(
+    port: int, seconds: float, pid: int, message: bytes = MESSAGE
+) -> tuple[float, float]:
     """(messages per second, server CPU seconds per message) over ``seconds`` of load."""
     loop = asyncio.get_running_loop()
     counter = [0]
@@ -95,7 +99,7 @@ async def drive(port: int, seconds: float, pid: int) -> tuple[float, float]:
     for _ in range(CONNECTIONS):
         ready: asyncio.Future[None] = loop.create_future()
         _, protocol = await loop.create_connection(
-            lambda ready=ready: EchoLoad(ready, counter), "127.0.0.1", port
+            lambda ready=ready: EchoLoad(ready, counter, message), "127.0.0.1", port
         )
         await ready
         protocols.append(protocol)
@@ -144,9 +148,9 @@ class Contender:
     command: list[str]
 
 
-def wsapp_command(port: int, *flags: str) -> list[str]:
-    """The command serving the echo example with wsapp on ``port``."""
-    return [sys.executable, "-m", "wsapp", "examples.echo:app", "--port", str(port),
+def wsapp_command(port: int, *flags: str, app: str = "examples.echo:app") -> list[str]:
+    """The command serving ``app`` (the echo example by default) with wsapp on ``port``."""
+    return [sys.executable, "-m", "wsapp", app, "--port", str(port),
             "--log-level", "warning", *flags]  # fmt: skip
 
 
@@ -214,6 +218,65 @@ def serve_websockets(port: int, backend: str) -> None:
         asyncio.run(main())
 
 
+Results = dict[str, list[tuple[float, float]]]  # name -> per round (msg/s, CPU s/msg)
+
+
+def run_rounds(
+    chosen: list[tuple[Contender, int]], rounds: int, seconds: float, message: bytes = MESSAGE
+) -> Results:
+    """Start every contender, then drive each in turn, ``rounds`` times; stop them all."""
+    results: Results = {c.name: [] for c, _ in chosen}
+    servers = []
+    try:
+        for contender, port in chosen:
+            process = subprocess.Popen(contender.command, cwd=ROOT)
+            servers.append((contender, port, process))
+            wait_listening(port, process)
+        for round_number in range(rounds):
+            for contender, port, process in servers:
+                rate, cpu = asyncio.run(drive(port, seconds, process.pid, message))
+                results[contender.name].append((rate, cpu))
+                print(
+                    f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
+                    f"{cpu * 1e6:6.2f} us CPU/msg",
+                    flush=True,
+                )
+    finally:
+        for _, _, process in servers:
+            process.terminate()
+            process.wait(timeout=15)
+    return results
+
+
+def print_medians(
+    results: Results, backend: str, message: bytes = MESSAGE
+) -> dict[str, tuple[float, float]]:
+    """Print, and return, each contender's median (msg/s, CPU s/msg) over the rounds."""
+    rounds = len(next(iter(results.values())))
+    print(
+        f"\nmedian of {rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
+        f"{len(message)}-byte messages, backend {backend}:"
+    )
+    medians = {}
+    for name, per_round in results.items():
+        rate = statistics.median(r for r, _ in per_round)
+        cpu = statistics.median(c for _, c in per_round)
+        medians[name] = (rate, cpu)
+        print(f"  {name:>10}: {rate:9.0f} msg/s  {cpu * 1e6:6.2f} us server CPU per message")
+    return medians
+
+
+def print_ratio(
+    medians: dict[str, tuple[float, float]], ours: str, theirs: str, goal: str = ""
+) -> None:
+    """Print ``ours`` against ``theirs``: CPU below 1.0 and throughput above 1.0 favour ours."""
+    (w_rate, w_cpu), (o_rate, o_cpu) = medians[ours], medians[theirs]
+    print(
+        f"  ratio {ours}/{theirs}: throughput {w_rate / o_rate:.2f}x, "
+        f"CPU per message {w_cpu / o_cpu:.2f}x{goal}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -225,46 +288,11 @@ def main() -> None:
     if args.serve_websockets:
         serve_websockets(args.serve_websockets, args.backend)
         return
-    chosen = contenders(args.backend, args.asgi)
-    results: dict[str, list[tuple[float, float]]] = {c.name: [] for c, _ in chosen}
-    servers = []
-    try:
-        for contender, port in chosen:
-            process = subprocess.Popen(contender.command, cwd=ROOT)
-            servers.append((contender, port, process))
-            wait_listening(port, process)
-        for round_number in range(args.rounds):
-            for contender, port, process in servers:
-                rate, cpu = asyncio.run(drive(port, args.seconds, process.pid))
-                results[contender.name].append((rate, cpu))
-                print(
-                    f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
-                    f"{cpu * 1e6:6.2f} us CPU/msg",
-                    flush=True,
-                )
-    finally:
-        for _, _, process in servers:
-            process.terminate()
-            process.wait(timeout=15)
-    print(
-        f"\nmedian of {args.rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
-        f"{len(MESSAGE)}-byte messages, backend {args.backend}:"
-    )
-    medians = {}
-    for name, rounds in results.items():
-        rate = statistics.median(r for r, _ in rounds)
-        cpu = statistics.median(c for _, c in rounds)
-        medians[name] = (rate, cpu)
-        print(f"  {name:>10}: {rate:9.0f} msg/s  {cpu * 1e6:6.2f} us server CPU per message")
-    pairs = [("wsapp", "websockets", " (goal: at most 0.80x)")]
+    results = run_rounds(contenders(args.backend, args.asgi), args.rounds, args.seconds)
+    medians = print_medians(results, args.backend)
+    print_ratio(medians, "wsapp", "websockets", " (goal: at most 0.80x)")
     if args.asgi:
-        pairs.append(("wsapp+uvicorn", "starlette+uvicorn", ""))
-    for ours, theirs, goal in pairs:
-        (w_rate, w_cpu), (o_rate, o_cpu) = medians[ours], medians[theirs]
-        print(
-            f"  ratio {ours}/{theirs}: throughput {w_rate / o_rate:.2f}x, "
-            f"CPU per message {w_cpu / o_cpu:.2f}x{goal}"
-        )
+        print_ratio(medians, "wsapp+uvicorn", "starlette+uvicorn")
 
 
 if __name__ == "__main__":
