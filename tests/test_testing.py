@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import wsapp
-from examples import auth, echo, subprotocols
+from examples import auth, chat_typed, echo, subprotocols
 from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, hooked_app, traced_app
 from wsapp.testing import HandshakeRefused, TestClient, connect
 
@@ -240,3 +240,17 @@ def test_the_fixture_explains_a_missing_app_fixture(pytester: pytest.Pytester) -
     result.assert_outcomes(errors=1)
     result.stdout.no_fnmatch_line("*During handling*")
     result.stdout.fnmatch_lines(["*wsapp_client fixture needs a fixture named `app`*"])
+
+
+async def test_models_and_json_go_out_as_json_text() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with connect(chat_typed.app) as ws:
+            await ws.send(chat_typed.Join(type="join", name="ann"))
+            assert await ws.receive_json() == {
+                "type": "said",
+                "name": "server",
+                "text": "ann joined",
+            }
+            assert await ws.receive_json() == {"type": "welcome", "members": ["ann"]}
+            await ws.send_json({"type": "say", "text": chat_typed.Said(name="x", text="y")})
+            assert (await ws.receive_json())["type"] == "error"  # text must be a string

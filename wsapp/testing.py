@@ -32,6 +32,8 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel
+from pydantic_core import to_json
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -229,8 +231,10 @@ class WebSocket:
         self._messages.close()
         await self._stream.aclose()
 
-    async def send(self, message: Message) -> None:
-        """Send `str` as a text message, `bytes` as a binary one."""
+    async def send(self, message: Message | BaseModel) -> None:
+        """Send `str` as a text message, `bytes` as a binary one, a model as its JSON."""
+        if isinstance(message, BaseModel):
+            message = message.model_dump_json()
         if isinstance(message, str):
             event: TextMessage | BytesMessage = TextMessage(data=message)
         elif isinstance(message, bytes | bytearray | memoryview):
@@ -242,8 +246,8 @@ class WebSocket:
         await self._stream.send(self._protocol.send(event))
 
     async def send_json(self, data: Any) -> None:
-        """Send ``data`` as JSON in a text message."""
-        await self.send(json.dumps(data))
+        """Send ``data`` as JSON in a text message (models inside are serialized too)."""
+        await self.send(to_json(data).decode())
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message from the app: `str` (text) or `bytes` (binary).
@@ -321,7 +325,7 @@ class SyncWebSocket:
     def close_reason(self) -> str:
         return self._ws.close_reason
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message | BaseModel) -> None:
         self._portal.call(self._ws.send, message)
 
     def send_json(self, data: Any) -> None:
