@@ -1,19 +1,21 @@
-"""``python -m wsapp module:app``: serve an app from the command line."""
+"""``python -m wsapp module:app``: serve an app from the command line (or document it)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
 import typing
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any, NoReturn
 
 from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
-from wsapp.settings import ConfigError, Settings, parse_none
+from wsapp.settings import ConfigError, Settings, parse_none, resolve_settings
 
 __all__ = ["load_app", "main"]
 
@@ -28,6 +30,13 @@ def _flag(name: str) -> str:
 
 def _is_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is list
+
+
+def _document_format(value: str) -> str:
+    if value not in ("json", "yaml", "auto"):
+        hint = " (put module:app before --asyncapi)" if ":" in value else ""
+        raise argparse.ArgumentTypeError(f"expected json or yaml, got {value!r}{hint}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keyfile", help="PEM private key, if not inside --certfile")
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.add_argument(
+        "--asyncapi",
+        nargs="?",
+        const="auto",
+        type=_document_format,
+        metavar="json|yaml",
+        help="print the app's AsyncAPI 3.0 document instead of serving (default format: YAML "
+        "if PyYAML is installed, else JSON)",
     )
     group = parser.add_argument_group("settings (see wsapp.Settings)")
     for name, field in Settings.model_fields.items():
@@ -118,6 +136,35 @@ def _fail(message: str, status: int = 2) -> NoReturn:
     raise SystemExit(status)
 
 
+def _print_asyncapi(app: App, args: argparse.Namespace) -> None:
+    """Print the AsyncAPI document of ``app``, with the settings the flags would serve it with."""
+    from wsapp.asyncapi import asyncapi_document
+
+    try:
+        yaml: ModuleType | None = importlib.import_module("yaml")
+    except ImportError:
+        yaml = None
+    if args.asyncapi == "yaml" and yaml is None:
+        _fail("--asyncapi yaml needs PyYAML: pip install 'wsapp[asyncapi]'")
+    try:
+        settings = resolve_settings(app.settings, flags=setting_flags(args))
+    except ConfigError as exc:
+        _fail(str(exc))
+    document = asyncapi_document(app, title=args.target, subprotocols=settings.subprotocols)
+    if args.asyncapi == "json" or yaml is None:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        # A SafeDumper writing text of several lines (descriptions) as literal blocks.
+        dumper: Any = type("Dumper", (yaml.SafeDumper,), {})
+        dumper.add_representer(str, _represent_str)
+        print(yaml.dump(document, Dumper=dumper, sort_keys=False, allow_unicode=True), end="")
+
+
+def _represent_str(dumper: Any, value: str) -> Any:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -128,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         app = load_app(args.target, args.factory)
     except UsageError as exc:
         _fail(str(exc))
+    if args.asyncapi is not None:
+        _print_asyncapi(app, args)
+        raise SystemExit(0)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,

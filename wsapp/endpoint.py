@@ -99,6 +99,11 @@ class Endpoint:
     policy: DispatchPolicy
     decoder: MessageDecoder | None
 
+    @property
+    def invalid_callback(self) -> Callable[..., Any] | None:
+        """The `on_invalid` callback as declared, or None when the policy answers."""
+        return None
+
     def bind(self, conn: Connection) -> Callbacks:
         """The callbacks for ``conn``."""
         raise NotImplementedError
@@ -131,6 +136,11 @@ class FunctionEndpoint(Endpoint):
             )
         self.functions[name] = as_async(function)
         return function
+
+    @property
+    def invalid_callback(self) -> Callable[..., Any] | None:
+        declared = self.functions.get("on_invalid")
+        return None if declared is None else inspect.unwrap(declared)
 
     def bind(self, conn: Connection) -> Callbacks:
         get = self.functions.get
@@ -169,7 +179,7 @@ class Connector:
     async def on_open(self) -> None:
         """After the upgrade, before any message."""
 
-    async def on_message(self, message: Message) -> Any:
+    async def on_message(self, message: Any) -> Any:
         """Once per complete message, in order. Annotate ``message`` with a pydantic model
         (or another type) to receive it decoded; a returned value is sent as the reply."""
 
@@ -197,6 +207,10 @@ class ConnectorEndpoint(Endpoint):
             else MessageDecoder([Handler.declare(cls.on_message)], self.policy.binary_json)
         )
         self.custom_invalid = cls.on_invalid is not Connector.on_invalid
+
+    @property
+    def invalid_callback(self) -> Callable[..., Any] | None:
+        return self.cls.on_invalid if self.custom_invalid else None
 
     def bind(self, conn: Connection) -> Callbacks:
         instance = self.cls()

@@ -31,6 +31,7 @@ __all__ = [
     "MessageDecoder",
     "message_callback",
     "send_reply",
+    "union_members",
 ]
 
 Message = str | bytes
@@ -110,7 +111,10 @@ def _annotations(function: Callable[..., Any]) -> tuple[Any, Any]:
     return hints.get(parameter.name, empty), hints.get("return", empty)
 
 
-def _union_members(annotation: Any) -> tuple[Any, ...]:
+def union_members(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union (``A | B``, ``Annotated[A | B, ...]``), or the type itself."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     origin = typing.get_origin(annotation)
     if origin is Union or origin is types.UnionType:
         return typing.get_args(annotation)
@@ -119,14 +123,12 @@ def _union_members(annotation: Any) -> tuple[Any, ...]:
 
 def _is_raw(annotation: Any) -> bool:
     """``str | bytes`` (or ``wsapp.Message``): the frame as it came, text or binary."""
-    return set(_union_members(annotation)) == {str, bytes}
+    return set(union_members(annotation)) == {str, bytes}
 
 
 def _models(annotation: Any) -> tuple[type[BaseModel], ...] | None:
     """The models an annotation accepts, if it is a model or a union of models."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    members = _union_members(annotation)
+    members = union_members(annotation)
     if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
         return tuple(members)
     return None

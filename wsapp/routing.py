@@ -30,14 +30,22 @@ class Route:
     endpoint: Endpoint
     regex: re.Pattern[str]
     converters: Mapping[str, Callable[[str], Any]]
+    #: The converter name of each parameter (`str`, `int`, `float`, `uuid`, `path`).
+    kinds: Mapping[str, str]
+
+    @property
+    def address(self) -> str:
+        """The pattern without converter names: ``/users/{id}`` for ``/users/{id:int}``."""
+        return _PARAM.sub(r"{\1}", self.pattern)
 
     @classmethod
     def compile(cls, pattern: str, endpoint: Endpoint) -> Route:
         if not pattern.startswith("/"):
             raise ValueError(f"route pattern {pattern!r} must start with '/'")
-        regex, converters, position = "", {}, 0
+        regex, converters, kinds, position = "", {}, {}, 0
         for match in _PARAM.finditer(pattern):
             name, kind = match.group(1), match.group(2) or "str"
+            kinds[name] = kind
             if kind not in _CONVERTERS:
                 raise ValueError(
                     f"unknown type {kind!r} for {{{name}}} in route {pattern!r}; "
@@ -52,7 +60,7 @@ class Route:
         if "{" in pattern[position:] or "}" in pattern[position:]:
             raise ValueError(f"malformed parameter in route {pattern!r}")
         regex += re.escape(pattern[position:])
-        return cls(pattern, endpoint, re.compile(regex), converters)
+        return cls(pattern, endpoint, re.compile(regex), converters, kinds)
 
     def match(self, path: str) -> dict[str, Any] | None:
         found = self.regex.fullmatch(path)
