@@ -277,11 +277,17 @@ def print_ratio(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_parser(description: str) -> argparse.ArgumentParser:
+    """The options every socket benchmark takes: --seconds, --rounds, --backend."""
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    return parser
+
+
+def main() -> None:
+    parser = load_parser(__doc__)
     parser.add_argument("--asgi", action="store_true", help="also compare under uvicorn")
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -23,7 +23,6 @@ wsapp's own overhead from pydantic's cost.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -34,7 +33,15 @@ from typing import Annotated, Any, cast
 from pydantic import BaseModel, Field, TypeAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from echo import Contender, free_port, print_medians, print_ratio, run_rounds, wsapp_command
+from echo import (
+    Contender,
+    free_port,
+    load_parser,
+    print_medians,
+    print_ratio,
+    run_rounds,
+    wsapp_command,
+)
 from typed_echo import MESSAGE, Echo, Join, Leave, raw_app, typed_app
 
 import wsapp
@@ -167,10 +174,7 @@ def micro(number: int, repeat: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser = load_parser(__doc__)
     parser.add_argument("--micro", action="store_true", help="in-process, without sockets")
     parser.add_argument("--number", type=int, default=20_000, help="calls per --micro timing")
     parser.add_argument("--repeat", type=int, default=15, help="timings per --micro case")
