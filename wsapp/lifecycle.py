@@ -126,32 +126,29 @@ async def _one_at_a_time(
 async def _concurrently(
     on_message: Callable[[Message], Awaitable[None]], conn: Connection, limit: int
 ) -> None:
-    """Up to ``limit`` handlers at once; the next message is taken only when one is free, so
-    a busy connection still stops reading (backpressure) instead of queueing tasks."""
-    slots = anyio.Semaphore(limit, fast_acquire=True)
+    """``limit`` workers take messages in turn: up to that many handlers at once, and a message
+    is taken only when a worker is free, so a busy connection still stops reading."""
     failure: list[Exception] = []
 
-    async def handle(message: Message) -> None:
-        try:
-            await on_message(message)
-        except ConnectionClosed:
-            pass
-        except Exception as exc:
-            if not failure:
-                failure.append(exc)
-            tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
-        finally:
-            slots.release()
-
-    get = conn._inbox.get
-    async with anyio.create_task_group() as tg:
+    async def worker() -> None:
+        get = conn._inbox.get
         while True:
-            await slots.acquire()
             try:
                 message = await get()
             except anyio.EndOfStream:
-                break  # wait for the handlers still running, then end as usual
-            tg.start_soon(handle, message)
+                return
+            try:
+                await on_message(message)
+            except ConnectionClosed:
+                pass
+            except Exception as exc:
+                failure.append(exc)
+                tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
+                return
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(limit):
+            tg.start_soon(worker)
     if failure:
         raise failure[0]
 

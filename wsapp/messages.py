@@ -153,6 +153,15 @@ def _literal_fields(model: type[BaseModel]) -> dict[str, tuple[Any, ...]]:
     }
 
 
+def _validate_json(adapter: TypeAdapter[Any], message: Message, binary_json: bool) -> Any:
+    if isinstance(message, bytes) and not binary_json:
+        raise InvalidMessage.wrong_kind(message, "JSON in a text message")
+    try:
+        return adapter.validate_json(message)
+    except ValidationError as error:
+        raise InvalidMessage.from_validation(message, error) from None
+
+
 @dataclass(frozen=True)
 class Handler:
     """One declared `on_message` handler and what its annotations say.
@@ -198,13 +207,8 @@ class Handler:
             if isinstance(message, str) is (kind == "text"):
                 return message
             raise InvalidMessage.wrong_kind(message, f"a {kind} message")
-        if isinstance(message, bytes) and not binary_json:
-            raise InvalidMessage.wrong_kind(message, "JSON in a text message")
         assert self.adapter is not None
-        try:
-            return self.adapter.validate_json(message)
-        except ValidationError as error:
-            raise InvalidMessage.from_validation(message, error) from None
+        return _validate_json(self.adapter, message, binary_json)
 
 
 class MessageDecoder:
@@ -288,12 +292,7 @@ class MessageDecoder:
         union = self._union
         if union is None:
             return 0, self.handlers[0].decode(message, self.binary_json)
-        if isinstance(message, bytes) and not self.binary_json:
-            raise InvalidMessage.wrong_kind(message, "JSON in a text message")
-        try:
-            value = union.validate_json(message)
-        except ValidationError as error:
-            raise InvalidMessage.from_validation(message, error) from None
+        value = _validate_json(union, message, self.binary_json)
         assert self.discriminator is not None
         return self._routes[getattr(value, self.discriminator)], value
 
