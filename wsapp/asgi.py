@@ -95,6 +95,7 @@ class ASGIAdapter:
         self.app = app
         self._settings: Settings | None = None
         self._active = 0
+        self._warned = False  # about hooks that never ran, once
 
     @property
     def settings(self) -> Settings:
@@ -155,6 +156,13 @@ class ASGIAdapter:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return  # the client left before the host even asked us
+        if self.app._lifespan.needs_startup and not self._warned:
+            self._warned = True
+            logger.warning(
+                "a connection arrived but the start-up hooks have not run: this ASGI server "
+                "sent no lifespan scope. Mounted in Starlette or FastAPI? Pass "
+                "lifespan=app.lifespan to the host app."
+            )
         settings = self.settings
         path = route_path(scope)
         resolved = self.app.router.resolve(path)

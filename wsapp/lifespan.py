@@ -35,6 +35,13 @@ class Lifespan:
     def __init__(self) -> None:
         self._startup: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._shutdown: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        #: Whether the start-up hooks have run (and the shutdown hooks not yet).
+        self.started = False
+
+    @property
+    def needs_startup(self) -> bool:
+        """Start-up hooks are declared and have not run."""
+        return bool(self._startup) and not self.started
 
     def add(self, phase: str, hook: Callable[[], Any]) -> None:
         """Declare a hook for ``phase`` (``startup`` or ``shutdown``), checked now, not at start."""
@@ -62,12 +69,14 @@ class Lifespan:
                 raise LifespanError(
                     f"start-up hook {name!r} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+        self.started = True
 
     async def shutdown(self) -> None:
         """Run every shutdown hook in declaration order, even after one fails.
 
         Each hook releases its own resource, so one failure must not leak the others'.
         """
+        self.started = False
         failed: list[str] = []
         for name, hook in self._shutdown:
             try:

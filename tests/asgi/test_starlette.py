@@ -133,3 +133,28 @@ async def test_the_starlette_mount_example(host: Host) -> None:
             # The count starts at 0 in its start-up hook: each serve begins with visit 1.
             assert await client(visit, served.url("/ws/rooms/a")) == "/rooms/a visit 1"
             assert await client(visit, served.url("/ws/rooms/b")) == "/rooms/b visit 2"
+
+
+async def test_a_mount_without_lifespan_is_served_with_one_warning(
+    host: Host, wsapp_logs: pytest.LogCaptureFixture
+) -> None:
+    ws = wsapp.App()
+    ws.on_startup(lambda: None)
+
+    @ws.on_message
+    async def echo_back(conn: wsapp.Connection, message: wsapp.Message) -> wsapp.Message:
+        return message
+
+    async def echo(address: str) -> str:
+        async with connect(address) as conn:
+            await conn.send("hi")
+            return str(await conn.recv())
+
+    forgot = Starlette(routes=[Mount("/ws", app=ws)])  # no lifespan=ws.lifespan
+    with anyio.fail_after(TIMEOUT):
+        async with host.serve(forgot) as served:
+            assert await client(echo, served.url("/ws/")) == "hi"
+            assert await client(echo, served.url("/ws/")) == "hi"
+    warnings = [r.getMessage() for r in wsapp_logs.records if "have not run" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "Pass lifespan=app.lifespan to the host app." in warnings[0]
