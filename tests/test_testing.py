@@ -230,13 +230,13 @@ def test_the_pytest_fixture(pytester: pytest.Pytester) -> None:
             """
         )
     )
-    result = pytester.runpytest_subprocess("-p", "anyio")
+    result = pytester.runpytest_subprocess("-p", "anyio", timeout=TIMEOUT * 4)
     result.assert_outcomes(passed=3)
 
 
 def test_the_fixture_explains_a_missing_app_fixture(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_it(wsapp_client):\n    pass\n")
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest_subprocess(timeout=TIMEOUT * 4)
     result.assert_outcomes(errors=1)
     result.stdout.no_fnmatch_line("*During handling*")
     result.stdout.fnmatch_lines(["*wsapp_client fixture needs a fixture named `app`*"])

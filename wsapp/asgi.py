@@ -211,7 +211,7 @@ class ASGIAdapter:
 async def _deny(scope: Scope, send: Send, path: str, refusal: HandshakeError | Refusal) -> None:
     """Refuse the handshake with ``refusal``'s response, or a bare 403 if the host cannot."""
     if isinstance(refusal, HandshakeError):
-        logger.info("refused %s %s: %s", refusal.status, path, refusal.body)
+        lifecycle.log_refusal(refusal, path)
         refusal = Refusal(refusal.status, refusal.body.encode() + b"\n", refusal.headers)
     if DENIAL_EXTENSION not in scope.get("extensions", {}):
         logger.info(

@@ -21,7 +21,14 @@ from wsapp.handshake import HandshakeError
 from wsapp.request import Request, is_origin_allowed
 from wsapp.settings import Settings
 
-__all__ = ["Refusal", "Reject", "admission_refusal", "connect", "run_connection"]
+__all__ = [
+    "Refusal",
+    "Reject",
+    "admission_refusal",
+    "connect",
+    "log_refusal",
+    "run_connection",
+]
 
 logger = logging.getLogger("wsapp")
 
@@ -55,6 +62,11 @@ class Refusal:
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def log_refusal(refusal: HandshakeError, path: str) -> None:
+    """The log line of a handshake wsapp refuses itself (every transport writes the same)."""
+    logger.info("refused %s %s: %s", refusal.status, path, refusal.body)
 
 
 def admission_refusal(request: Request, settings: Settings, active: int) -> HandshakeError | None:

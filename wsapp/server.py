@@ -326,7 +326,7 @@ class Server:
             await stream.send(data)
 
     async def _refuse(self, stream: ByteStream, refusal: HandshakeError, path: str) -> None:
-        logger.info("refused %s %s: %s", refusal.status, path, refusal.body)
+        lifecycle.log_refusal(refusal, path)
         body = refusal.body.encode() + b"\n"
         with contextlib.suppress(TimeoutError, *STREAM_ERRORS):
             await self._send(stream, http_response(refusal.status, refusal.headers, body))

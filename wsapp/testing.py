@@ -387,11 +387,10 @@ class TestClient:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
 
     def _copy(self) -> TestClient:
-        client = None if self.client is None else tuple(self.client)
         return TestClient(
             self.app,
             timeout=self.timeout,
-            client=client,  # type: ignore[arg-type]
+            client=self.client,  # an Address is a (host, port) tuple
             backend=self.backend,
             **self._overrides,
         )
