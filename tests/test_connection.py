@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
+import wsapp.testing
 from tests.conftest import TIMEOUT, Trace, client, port, running, url
 from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame, frame
 
@@ -318,12 +319,25 @@ def test_declaration_errors_are_immediate_and_clear() -> None:
     with pytest.raises(ValueError, match="unknown type 'number'"):
         app.route("/x/{n:number}")
         app.route("/x/{n:number}")(wsapp.Connector)
-    with pytest.raises(ValueError, match="close code 999 cannot be sent"):
-        anyio.run(wsapp.Connection(_request(), wsapp.Settings()).close, 999)
 
 
-def _request() -> wsapp.Request:
-    return wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
+def test_an_unsendable_close_code_is_a_clear_error() -> None:
+    app = wsapp.App()
+
+    @app.on_open
+    async def opened(conn: wsapp.Connection) -> None:
+        for code in (999, 1005, 1006, 1015, 5000):
+            try:
+                await conn.close(code)
+            except ValueError as exc:
+                await conn.send(str(exc))
+
+    with wsapp.testing.connect(app) as ws:
+        for code in (999, 1005, 1006, 1015, 5000):
+            assert ws.receive() == (
+                f"close code {code} cannot be sent; use 1000-1003, 1007-1009, 1011-1014 or an "
+                "application code (3000-4999)"
+            )
 
 
 async def test_close_codes_and_text_frames_reach_a_raw_peer_exactly() -> None:

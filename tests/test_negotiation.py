@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from wsapp.handshake import HandshakeError, negotiate_deflate, parse_request_head
+from wsapp.protocol.handshake import Refusal, negotiate_deflate, parse_request_head
 from wsapp.settings import Settings
 
 
@@ -91,7 +91,7 @@ def test_deflate_is_not_negotiated_when_off() -> None:
     ],
 )
 def test_malformed_request_heads_are_refused(head: bytes, status: int) -> None:
-    with pytest.raises(HandshakeError) as caught:
+    with pytest.raises(Refusal) as caught:
         parse_request_head(head)
     assert caught.value.status == status
 

@@ -1,19 +1,22 @@
 """wsapp: a declarative, decorator-based WebSocket server for asyncio and Trio."""
 
-from wsapp.app import App
-from wsapp.connection import Connection, ConnectionClosed, Message, WriteTimeout
+from wsapp.app import App, RouteHandlers
+from wsapp.connection import Connection
 from wsapp.datastructures import Headers, MutableHeaders, QueryParams
 from wsapp.endpoint import Connector
-from wsapp.lifecycle import Reject
+from wsapp.exceptions import ConnectionClosed, Reject, WriteTimeout
 from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
+from wsapp.protocol import CloseCode
 from wsapp.request import Address, Request
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
+from wsapp.transport import Message
 
 __all__ = [
     "Address",
     "App",
+    "CloseCode",
     "ConfigError",
     "Connection",
     "ConnectionClosed",
@@ -26,6 +29,7 @@ __all__ = [
     "QueryParams",
     "Reject",
     "Request",
+    "RouteHandlers",
     "Server",
     "Settings",
     "WriteTimeout",

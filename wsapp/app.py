@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -13,23 +12,59 @@ import anyio
 from anyio.abc import TaskStatus
 
 from wsapp.asgi import ASGIAdapter, Receive, Scope, Send
-from wsapp.endpoint import Connector, ConnectorEndpoint, FunctionEndpoint
+from wsapp.endpoint import CallbackDecorators, Connector, ConnectorEndpoint, FunctionEndpoint
 from wsapp.lifespan import Lifespan
+from wsapp.log import logger
 from wsapp.messages import DispatchPolicy
 from wsapp.routing import Router
-from wsapp.server import Server, open_listeners, ssl_context_from_files
+from wsapp.server import Backend, Server, run_server
+from wsapp.server.listeners import open_listeners, ssl_context_from_files
 from wsapp.settings import Settings, resolve_settings
 
-__all__ = ["App", "Backend"]
-
-logger = logging.getLogger("wsapp")
+__all__ = ["App", "RouteHandlers", "run_app"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type[Connector])
-Backend = Literal["asyncio", "uvloop", "trio"]
 
 
-class App:
+class RouteHandlers(CallbackDecorators):
+    """The handlers of one route, as `app.route(pattern)` returns them.
+
+    Use it in one of two ways: as a class decorator for a [Connector][wsapp.Connector]
+    (`@app.route("/rooms/{room}")` above the class), or keep it and declare functions with
+    its decorators, exactly as on the App (`chat = app.route("/rooms/{room}")`, then
+    `@chat.on_message`), several typed `on_message` handlers included.
+    """
+
+    def __init__(self, router: Router, pattern: str, policy: DispatchPolicy) -> None:
+        self.pattern = pattern
+        self._router = router
+        self._policy = policy
+        self._functions = FunctionEndpoint(policy)
+        self._connector: type[Connector] | None = None
+        router.add(pattern, self._functions)
+
+    def _declare(self, name: str, function: F) -> F:
+        if self._connector is not None:
+            raise TypeError(
+                f"route {self.pattern!r} is served by the class {self._connector.__qualname__}; "
+                f"declare {name} as its method instead"
+            )
+        return self._functions.declare(name, function)
+
+    def __call__(self, cls: C) -> C:
+        """Serve this route with a Connector class (the class form)."""
+        if self._functions.declared or self._connector is not None:
+            raise TypeError(
+                f"route {self.pattern!r} already has its handlers; a route is served by one "
+                "Connector class or by functions, not both"
+            )
+        self._router.replace(self.pattern, ConnectorEndpoint(cls, self._policy))
+        self._connector = cls
+        return cls
+
+
+class App(CallbackDecorators):
     """A WebSocket application: callbacks, routes and settings.
 
     Args:
@@ -43,13 +78,17 @@ class App:
         binary_json: Decode binary messages as JSON too (text messages always are).
         **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
 
-    The decorators `on_connect`, `on_open`, `on_message` and `on_close` declare the
-    callbacks for every path that no `route` claims.
+    The decorators `on_connect`, `on_open`, `on_message`, `on_invalid` and `on_close`
+    declare the callbacks for every path that no `route` claims.
 
     An `App` is also an ASGI 3 application: `uvicorn module:app` serves it, and Starlette
     or FastAPI can mount it under a path.
 
     Attributes:
+        settings: The app's settings (the environment and flags are layered over them when
+            it is served).
+        router: Its routes, matched in declaration order.
+        hooks: Its start-up and shutdown hooks.
         state: A namespace for resources shared by all connections (`app.state.db = ...`),
             typically set by an `on_startup` hook.
     """
@@ -74,7 +113,7 @@ class App:
         self._default = FunctionEndpoint(DispatchPolicy(concurrency, on_invalid, binary_json))
         self.router = Router()
         self.state = SimpleNamespace()
-        self._lifespan = Lifespan()
+        self.hooks = Lifespan()
         self._asgi = ASGIAdapter(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,42 +125,6 @@ class App:
         self.router.fallback = self._default
         return function
 
-    def on_connect(self, function: F) -> F:
-        """Declare `on_connect(conn, request)`: runs before the upgrade.
-
-        Raise [Reject][wsapp.Reject] to refuse; set `conn.response_headers`,
-        `conn.subprotocol` or `conn.settings` to shape the connection.
-        """
-        return self._declare("on_connect", function)
-
-    def on_open(self, function: F) -> F:
-        """Declare `on_open(conn)`: runs once after the upgrade, before any message."""
-        return self._declare("on_open", function)
-
-    def on_message(self, function: F) -> F:
-        """Declare `on_message(conn, message)`: runs once per complete message, in order.
-
-        The annotation of `message` decides what it receives: `str | bytes` the message as
-        it came, a pydantic model (or `list[int]`, a `TypedDict`...) the message decoded from
-        JSON and validated. Declare several, each taking its own models, to have messages
-        dispatched by their `type` (a `Literal` field the models share). A returned value is
-        sent as the reply.
-        """
-        return self._declare("on_message", function)
-
-    def on_invalid(self, function: F) -> F:
-        """Declare `on_invalid(conn, error)`: answers a message that did not decode.
-
-        `error` is an [InvalidMessage][wsapp.InvalidMessage]; a returned value is sent as
-        the reply, and the callback may close the connection.
-        """
-        return self._declare("on_invalid", function)
-
-    def on_close(self, function: F) -> F:
-        """Declare `on_close(conn, was_clean, code, reason)`: runs exactly once per opened
-        connection, however it ended."""
-        return self._declare("on_close", function)
-
     def on_startup(self, function: F) -> F:
         """Declare a start-up hook (sync or async, no arguments).
 
@@ -129,7 +132,7 @@ class App:
         whatever serves the app (built-in server, ASGI host, test client). If one raises,
         the app does not serve: the built-in server exits with code 1.
         """
-        self._lifespan.add("startup", function)
+        self.hooks.add("startup", function)
         return function
 
     def on_shutdown(self, function: F) -> F:
@@ -138,7 +141,7 @@ class App:
         Shutdown hooks run in declaration order after the last connection has closed (and
         its `on_close` has run); all of them run even if one raises.
         """
-        self._lifespan.add("shutdown", function)
+        self.hooks.add("shutdown", function)
         return function
 
     def lifespan(self, host_app: object = None) -> AbstractAsyncContextManager[None]:
@@ -149,7 +152,7 @@ class App:
         `Starlette(routes=[Mount("/ws", app)], lifespan=app.lifespan)`. (``host_app`` is
         the Starlette app they pass in; it is not used.)
         """
-        return self._lifespan.running()
+        return self.hooks.running()
 
     def route(
         self,
@@ -158,20 +161,20 @@ class App:
         concurrency: int = 1,
         on_invalid: Literal["reply", "close"] = "reply",
         binary_json: bool = False,
-    ) -> Callable[[C], C]:
-        """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with a Connector class.
+    ) -> RouteHandlers:
+        """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with its own handlers.
+
+        Decorate a [Connector][wsapp.Connector] class with the result, or declare functions
+        with its `on_connect`, `on_open`, `on_message`, `on_invalid` and `on_close`
+        decorators (see [RouteHandlers][wsapp.RouteHandlers]).
 
         Path parameters are converted by their type (`str` by default; `int`, `float`,
         `uuid`, `path`) and available as `conn.request.path_params`. The keyword arguments
         are this route's dispatch policy, as for `App`.
         """
-        policy = DispatchPolicy(concurrency, on_invalid, binary_json)
-
-        def register(cls: C) -> C:
-            self.router.add(pattern, ConnectorEndpoint(cls, policy))
-            return cls
-
-        return register
+        return RouteHandlers(
+            self.router, pattern, DispatchPolicy(concurrency, on_invalid, binary_json)
+        )
 
     def allow_any_origin(self) -> None:
         """Accept cross-origin browser connections from any site.
@@ -244,24 +247,4 @@ class App:
 
 def run_app(app: App, backend: Backend, **options: Any) -> bool:
     """Serve ``app`` on ``backend`` with signals handled; True if the shutdown was graceful."""
-    servers: list[Server] = []
-
-    async def main() -> None:
-        servers.append(await app.create_server(**options))
-        await servers[0].serve(handle_signals=True)
-
-    backend_options: dict[str, Any] = {}
-    if backend == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                "backend 'uvloop' needs uvloop: pip install 'wsapp[uvloop]'"
-            ) from None
-        backend_options["use_uvloop"] = True
-    anyio.run(
-        main,
-        backend="asyncio" if backend == "uvloop" else backend,
-        backend_options=backend_options,
-    )
-    return not (servers and servers[0].forced)
+    return run_server(lambda: app.create_server(**options), backend)

@@ -2,42 +2,40 @@
 
 The host (uvicorn, hypercorn, daphne, a Starlette mount) owns the socket, the WebSocket
 framing, pings and compression; wsapp builds the [Request][wsapp.Request] from the scope and
-runs exactly the code the built-in server runs (`lifecycle.connect`, `lifecycle.run_connection`)
-with [ASGITransport][wsapp.asgi.ASGITransport] in place of the socket transport.
+runs exactly the accept sequence the built-in server runs ([wsapp.lifecycle.handle][]) with
+[ASGITransport][wsapp.asgi.ASGITransport] in place of the socket transport.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from wsapp import lifecycle
-from wsapp.connection import Connection, ConnectionClosed, Message
 from wsapp.datastructures import Headers
-from wsapp.endpoint import Callbacks
-from wsapp.handshake import HandshakeError, upgrade_required
-from wsapp.lifecycle import Refusal
+from wsapp.exceptions import ConnectionClosed
+from wsapp.inbox import Inbox
+from wsapp.lifecycle import Capacity, Servable
 from wsapp.lifespan import LifespanError
-from wsapp.protocol import message_too_big
+from wsapp.log import logger
+from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
+from wsapp.protocol.handshake import upgrade_required
 from wsapp.request import Address, Request, client_address
 from wsapp.settings import ConfigError, Settings, resolve_settings
+from wsapp.transport import Closed, CloseRecord, Message
 
 if TYPE_CHECKING:
-    from wsapp.app import App
+    from wsapp.connection import Connection
 
 __all__ = ["ASGIAdapter", "ASGITransport", "Receive", "Scope", "Send"]
-
-logger = logging.getLogger("wsapp")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-ABNORMAL = 1006
-NO_STATUS = 1005
 #: The extension that lets an app refuse a handshake with its own HTTP response.
 DENIAL_EXTENSION = "websocket.http.response"
 
@@ -55,7 +53,7 @@ def _encode_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in items]
 
 
-def _request(scope: Scope, path: str, params: dict[str, Any], settings: Settings) -> Request:
+def _request(scope: Scope, path: str, params: Mapping[str, Any], settings: Settings) -> Request:
     items = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
     offered = scope.get("subprotocols")
     if offered and not any(name.lower() == "sec-websocket-protocol" for name, _ in items):
@@ -88,13 +86,19 @@ def _too_big(message: Message, limit: int) -> bool:
     return len(message) > limit or (len(message) * 4 > limit and len(message.encode()) > limit)
 
 
+def _send_event(message: Message) -> dict[str, Any]:
+    if type(message) is str:
+        return {"type": "websocket.send", "text": message}
+    return {"type": "websocket.send", "bytes": message}
+
+
 class ASGIAdapter:
     """Serves one app's ASGI scopes; `App.__call__` delegates here."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Servable) -> None:
         self.app = app
         self._settings: Settings | None = None
-        self._active = 0
+        self._capacity = Capacity()
         self._warned = False  # about hooks that never ran, once
 
     @property
@@ -116,7 +120,7 @@ class ASGIAdapter:
             raise ValueError(f"wsapp cannot serve ASGI scope type {kind!r}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        hooks = self.app._lifespan
+        hooks = self.app.hooks
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -139,10 +143,9 @@ class ASGIAdapter:
     async def _http(self, scope: Scope, send: Send) -> None:
         path = route_path(scope)
         if self.app.router.resolve(path) is None:
-            answer = HandshakeError(404, f"no WebSocket endpoint at {path}")
+            answer = Refusal(404, f"no WebSocket endpoint at {path}")
         else:
             answer = upgrade_required()
-        body = answer.body.encode() + b"\n"
         headers = [*answer.headers, ("Content-Type", "text/plain; charset=utf-8")]
         await send(
             {
@@ -151,12 +154,12 @@ class ASGIAdapter:
                 "headers": _encode_headers(headers),
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return  # the client left before the host even asked us
-        if self.app._lifespan.needs_startup and not self._warned:
+        if self.app.hooks.needs_startup and not self._warned:
             self._warned = True
             logger.warning(
                 "a connection arrived but the start-up hooks have not run: this ASGI server "
@@ -165,109 +168,109 @@ class ASGIAdapter:
             )
         settings = self.settings
         path = route_path(scope)
-        resolved = self.app.router.resolve(path)
-        if resolved is None:
-            await _deny(scope, send, path, HandshakeError(404, f"no WebSocket endpoint at {path}"))
-            return
-        endpoint, params = resolved
-        request = _request(scope, path, params, settings)
-        refusal = lifecycle.admission_refusal(request, settings, self._active)
-        if refusal is not None:
-            await _deny(scope, send, path, refusal)
-            return
-        self._active += 1
-        try:
-            conn = Connection(request, settings.model_copy(deep=True))
-            callbacks: Callbacks | Refusal = Refusal(503, b"on_connect timed out\n")
-            with anyio.move_on_after(settings.handshake_timeout) as timer:
-                callbacks = await lifecycle.connect(endpoint, conn)
-            if timer.cancelled_caught:
-                logger.warning(
-                    "on_connect for %s %s did not finish within handshake_timeout (%ss); refused",
-                    conn.id,
-                    path,
-                    settings.handshake_timeout,
-                )
-            if isinstance(callbacks, Refusal):
-                await _deny(scope, send, path, callbacks)
-                return
-            try:
-                await send(
-                    {
-                        "type": "websocket.accept",
-                        "subprotocol": conn.subprotocol,
-                        "headers": _encode_headers(list(conn.response_headers.multi_items())),
-                    }
-                )
-            except OSError:  # the client left during on_connect: it never opened
-                logger.debug("client left before %s %s opened", conn.id, path)
-                return
-            transport = ASGITransport(conn, receive, send)
-            await lifecycle.run_connection(callbacks, conn, transport, transport.run)
-        finally:
-            self._active -= 1
+        transport = ASGITransport(scope, receive, send, settings)
 
+        def build_request(params: Mapping[str, Any]) -> Request:
+            return _request(scope, path, params, settings)
 
-async def _deny(scope: Scope, send: Send, path: str, refusal: HandshakeError | Refusal) -> None:
-    """Refuse the handshake with ``refusal``'s response, or a bare 403 if the host cannot."""
-    if isinstance(refusal, HandshakeError):
-        lifecycle.log_refusal(refusal, path)
-        refusal = Refusal(refusal.status, refusal.body.encode() + b"\n", refusal.headers)
-    if DENIAL_EXTENSION not in scope.get("extensions", {}):
-        logger.info(
-            "the ASGI server cannot send a %s response (no %s extension): it sends 403",
-            refusal.status,
-            DENIAL_EXTENSION,
-        )
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": refusal.status,
-            "headers": _encode_headers(refusal.headers),
-        }
-    )
-    await send({"type": "websocket.http.response.body", "body": refusal.body})
+        deadline = anyio.current_time() + settings.handshake_timeout
+        with self._capacity.hold():
+            await lifecycle.handle(
+                self.app, settings, self._capacity, path, build_request, transport, deadline
+            )
 
 
 class ASGITransport:
     """Moves one connection's messages between the ASGI host and its Connection.
 
-    The host does the framing, pings and the closing handshake; this keeps wsapp's guarantees
-    on top: whole messages from many tasks (one `send` at a time), `write_timeout`,
-    `max_message_size`, the bounded inbox, and the close code and cleanliness on_close gets.
+    Implements [Transport][wsapp.transport.Transport]. The host does the framing, pings and
+    the closing handshake; this keeps wsapp's guarantees on top: whole messages from many
+    tasks (one host `send` at a time), `write_timeout`, `max_message_size`, the bounded
+    inbox, and the close code and cleanliness on_close gets.
     """
 
-    def __init__(self, conn: Connection, receive: Receive, send: Send) -> None:
-        self._conn = conn
-        self._settings = conn.settings
+    def __init__(self, scope: Scope, receive: Receive, send: Send, settings: Settings) -> None:
+        self._scope_extensions = scope.get("extensions") or {}
+        self._settings = settings
         self._receive = receive
         self._send = send
+        self._opened = False
         # fast_acquire: no checkpoint when uncontended, which is nearly always (per message).
         self._lock = anyio.Lock(fast_acquire=True)
-        self._send_started: float | None = None  # when the send in progress began
+        self._send_started: float | None = None  # when the host send in progress began
         self._scope = anyio.CancelScope()
-        self._initiator: tuple[int, str] | None = None  # (code, reason) of the first close
+        self._record = CloseRecord()
         self._disconnect: tuple[int, str] | None = None  # what the host reported at the end
-        self._lost: str | None = None
+        self._inbox: Inbox | None = None
+        self._pushed: deque[PreparedMessage] = deque()
+        self._pushed_bytes = 0
+        self._wake_pusher: anyio.Event | None = None
 
-    def _closed_error(self) -> ConnectionClosed:
-        code, reason = self._initiator or self._disconnect or (ABNORMAL, self._lost or "")
-        return ConnectionClosed(code, reason)
+    @property
+    def opened(self) -> bool:
+        return self._opened
 
-    async def _send_event(self, event: MutableMapping[str, Any]) -> None:
-        # No timeout scope here: one per message would cost more than the rest of the send.
-        # _watch_writes enforces write_timeout from beside.
-        async with self._lock:
-            self._send_started = anyio.current_time()
-            try:
-                await self._send(event)
-            except OSError:  # ASGI 2.4: sending after the client left raises an OSError
-                self._lose("connection lost while writing")
-                raise self._closed_error() from None
-            finally:
-                self._send_started = None
+    @property
+    def _ended(self) -> bool:
+        record = self._record
+        return record.initiator is not None or self._disconnect is not None or bool(record.lost)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        """Refuse with ``refusal``'s response, or a bare 403 if the host cannot send one."""
+        if DENIAL_EXTENSION not in self._scope_extensions:
+            logger.info(
+                "the ASGI server cannot send a %s response (no %s extension): it sends 403",
+                refusal.status,
+                DENIAL_EXTENSION,
+            )
+            await self._send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
+            return
+        await self._send(
+            {
+                "type": "websocket.http.response.start",
+                "status": refusal.status,
+                "headers": _encode_headers(refusal.headers),
+            }
+        )
+        await self._send({"type": "websocket.http.response.body", "body": refusal.body})
+
+    async def accept(self, conn: Connection) -> bool:
+        try:
+            await self._send(
+                {
+                    "type": "websocket.accept",
+                    "subprotocol": conn.subprotocol,
+                    "headers": _encode_headers(list(conn.response_headers.multi_items())),
+                }
+            )
+        except OSError:  # the client left during on_connect: it never opened
+            return False
+        self._settings = conn.settings
+        self._opened = True
+        return True
+
+    async def _host_send(self, event: MutableMapping[str, Any]) -> None:
+        """One event to the host; the caller holds the lock.
+
+        No timeout scope here: one per message would cost more than the rest of the send.
+        _watch_writes enforces write_timeout from beside.
+        """
+        self._send_started = anyio.current_time()
+        try:
+            await self._send(event)
+        except OSError:  # ASGI 2.4: sending after the client left raises an OSError
+            self._lose("connection lost while writing")
+            raise self._record.error() from None
+        finally:
+            self._send_started = None
+
+    async def _flush_pushed(self) -> None:
+        """Hand the pushed messages to the host, in order; the caller holds the lock."""
+        pushed = self._pushed
+        while pushed:
+            message = pushed.popleft()
+            self._pushed_bytes -= len(message)
+            await self._host_send(_send_event(message.message))
 
     async def _watch_writes(self) -> None:
         """Drop the connection once a send has waited `write_timeout` for the host.
@@ -284,44 +287,79 @@ class ASGITransport:
                 self._lose(f"write timed out after {timeout}s")
                 return
 
+    async def _send_pushed(self) -> None:
+        """Deliver pushed messages while no callback is sending."""
+        while True:
+            if not self._pushed:
+                self._wake_pusher = anyio.Event()
+                await self._wake_pusher.wait()
+                continue
+            async with self._lock:
+                try:
+                    await self._flush_pushed()
+                except ConnectionClosed:
+                    return
+
     def _lose(self, why: str) -> None:
-        self._lost = self._lost or why
+        self._record.lose(why)
         self._scope.cancel()
 
-    async def send_message(self, message: Message) -> None:
-        if self._initiator is not None or self._disconnect is not None or self._lost:
-            raise self._closed_error()
-        if type(message) is str:
-            await self._send_event({"type": "websocket.send", "text": message})
-        else:
-            await self._send_event({"type": "websocket.send", "bytes": message})
+    async def send(self, message: Message) -> None:
+        if not self._opened:
+            raise RuntimeError("cannot send before the handshake completes (after on_connect)")
+        if self._ended:
+            raise self._record.error()
+        async with self._lock:
+            if self._pushed:  # pushed first: they were given first
+                await self._flush_pushed()
+            await self._host_send(_send_event(message))
+
+    def push(self, message: PreparedMessage, limit: int) -> bool:
+        if not self._opened or self._ended or self._pushed_bytes + len(message) > limit:
+            return False
+        self._pushed.append(message)
+        self._pushed_bytes += len(message)
+        if self._wake_pusher is not None:
+            self._wake_pusher.set()
+            self._wake_pusher = None
+        return True
 
     async def close(self, code: int, reason: str) -> None:
-        self._conn._inbox.close()
-        if self._initiator is not None or self._disconnect is not None or self._lost:
+        if self._inbox is not None:
+            self._inbox.close()
+        if not self._opened or self._ended:
             return
-        self._initiator = (code, reason)
+        self._record.first(code, reason)
         try:
-            await self._send_event({"type": "websocket.close", "code": code, "reason": reason})
+            async with self._lock:
+                # int(): hosts may check the type (autobahn refuses an IntEnum such as CloseCode)
+                event = {"type": "websocket.close", "code": int(code), "reason": reason}
+                await self._host_send(event)
         except ConnectionClosed:
             return
         self._scope.deadline = anyio.current_time() + self._settings.close_timeout
 
-    async def run(self) -> None:
-        """Receive until the host reports the disconnect, then record how the connection ended."""
-        try:
-            with self._scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_writes)
-                    await self._read()
-                    tg.cancel_scope.cancel()
-            if self._scope.cancelled_caught and self._disconnect is None and not self._lost:
-                self._lost = "no close frame from the peer within close_timeout"
-        finally:
-            self._record_outcome()
+    async def run(self, inbox: Inbox) -> None:
+        """Receive until the host reports the disconnect."""
+        self._inbox = inbox
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_writes)
+                tg.start_soon(self._send_pushed)
+                await self._read(inbox)
+                tg.cancel_scope.cancel()
+        if self._scope.cancelled_caught and self._disconnect is None:
+            self._record.lose("no close frame from the peer within close_timeout")
 
-    async def _read(self) -> None:
-        inbox, settings = self._conn._inbox, self._settings
+    def outcome(self) -> Closed:
+        ended = self._disconnect
+        completed = ended is not None and ended[0] != CloseCode.ABNORMAL_CLOSURE
+        if ended is not None and completed:
+            self._record.first(*ended)  # the peer closed first, cleanly (if we did not)
+        return self._record.outcome(completed)
+
+    async def _read(self, inbox: Inbox) -> None:
+        settings = self._settings
         while True:
             event = await self._receive()
             kind = event["type"]
@@ -338,17 +376,6 @@ class ASGITransport:
                 await inbox.put(message, settings.read_buffer_size, limit)
             elif kind == "websocket.disconnect":
                 # int(): some hosts report an IntEnum (uvicorn's wsproto implementation)
-                self._disconnect = (int(event.get("code", NO_STATUS)), event.get("reason") or "")
+                code = int(event.get("code", CloseCode.NO_STATUS_RCVD))
+                self._disconnect = (code, event.get("reason") or "")
                 return
-
-    def _record_outcome(self) -> None:
-        conn = self._conn
-        ended = self._disconnect
-        if self._initiator is None and ended is not None and ended[0] != ABNORMAL:
-            self._initiator = ended  # the peer closed first, cleanly
-        completed = ended is not None and ended[0] != ABNORMAL and self._lost is None
-        conn.was_clean = self._initiator is not None and completed
-        if self._initiator is not None:
-            conn.close_code, conn.close_reason = self._initiator
-        else:
-            conn.close_code, conn.close_reason = ABNORMAL, self._lost or "connection lost"

@@ -14,11 +14,19 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from wsapp.connection import Connection, Message
+from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
 from wsapp.request import Request
+from wsapp.transport import Message
 
-__all__ = ["Callbacks", "Connector", "ConnectorEndpoint", "Endpoint", "FunctionEndpoint"]
+__all__ = [
+    "CallbackDecorators",
+    "Callbacks",
+    "Connector",
+    "ConnectorEndpoint",
+    "Endpoint",
+    "FunctionEndpoint",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,6 +146,11 @@ class FunctionEndpoint(Endpoint):
         return function
 
     @property
+    def declared(self) -> bool:
+        """Whether any callback is declared."""
+        return bool(self.functions) or self.decoder is not None
+
+    @property
     def invalid_callback(self) -> Callable[..., Any] | None:
         declared = self.functions.get("on_invalid")
         return None if declared is None else inspect.unwrap(declared)
@@ -161,6 +174,50 @@ class FunctionEndpoint(Endpoint):
             on_close=functools.partial(get("on_close", _noop), conn),
             concurrency=self.policy.concurrency,
         )
+
+
+class CallbackDecorators:
+    """The callback decorators of the function form, on [App][wsapp.App] (for every path no
+    route claims) and on [RouteHandlers][wsapp.RouteHandlers] (for one route)."""
+
+    def _declare(self, name: str, function: F) -> F:
+        raise NotImplementedError
+
+    def on_connect(self, function: F) -> F:
+        """Declare `on_connect(conn, request)`: runs before the upgrade.
+
+        Raise [Reject][wsapp.Reject] to refuse; set `conn.response_headers`,
+        `conn.subprotocol` or `conn.settings` to shape the connection.
+        """
+        return self._declare("on_connect", function)
+
+    def on_open(self, function: F) -> F:
+        """Declare `on_open(conn)`: runs once after the upgrade, before any message."""
+        return self._declare("on_open", function)
+
+    def on_message(self, function: F) -> F:
+        """Declare `on_message(conn, message)`: runs once per complete message, in order.
+
+        The annotation of `message` decides what it receives: `str | bytes` the message as
+        it came, a pydantic model (or `list[int]`, a `TypedDict`...) the message decoded from
+        JSON and validated. Declare several, each taking its own models, to have messages
+        dispatched by their `type` (a `Literal` field the models share). A returned value is
+        sent as the reply.
+        """
+        return self._declare("on_message", function)
+
+    def on_invalid(self, function: F) -> F:
+        """Declare `on_invalid(conn, error)`: answers a message that did not decode.
+
+        `error` is an [InvalidMessage][wsapp.InvalidMessage]; a returned value is sent as
+        the reply, and the callback may close the connection.
+        """
+        return self._declare("on_invalid", function)
+
+    def on_close(self, function: F) -> F:
+        """Declare `on_close(conn, was_clean, code, reason)`: runs exactly once per opened
+        connection, however it ended."""
+        return self._declare("on_close", function)
 
 
 class Connector:

@@ -1,131 +1,212 @@
-"""The callback lifecycle of one connection, shared by every transport.
+"""The life of one connection, from its routed request to `on_close`, for every transport.
 
-A transport (the built-in server, the ASGI adapter) parses the handshake into a
-[Request][wsapp.Request] and moves messages; everything callbacks can observe (ordering,
-refusals, error handling, the exactly-once `on_close`, the log lines) happens here, once.
+A transport (the built-in server, the ASGI adapter; the test client uses the built-in
+server's) reads the handshake request and hands it here with a
+[Transport][wsapp.transport.Transport].
+Everything callbacks can observe happens in this module, once: routing, admission (origin,
+capacity), `on_connect` under `handshake_timeout`, the accept or the refusal, `on_open`,
+messages in order, errors, the close and the exactly-once `on_close`, and the log lines.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import anyio
 
-from wsapp.connection import Connection, ConnectionClosed, Message, Transport
+from wsapp.connection import Connection
 from wsapp.endpoint import Callbacks, Endpoint
-from wsapp.handshake import HandshakeError
-from wsapp.request import Request, is_origin_allowed
+from wsapp.exceptions import ConnectionClosed, Reject
+from wsapp.inbox import Inbox
+from wsapp.lifespan import Lifespan
+from wsapp.log import logger
+from wsapp.protocol import CloseCode, Refusal
+from wsapp.request import Address, Request, is_origin_allowed
+from wsapp.routing import Router
 from wsapp.settings import Settings
+from wsapp.transport import Message, Transport
 
-__all__ = [
-    "Refusal",
-    "Reject",
-    "admission_refusal",
-    "connect",
-    "log_refusal",
-    "run_connection",
-]
-
-logger = logging.getLogger("wsapp")
-
-INTERNAL_ERROR = 1011
+__all__ = ["Capacity", "Servable", "admission_refusal", "handle", "log_refusal", "refuse"]
 
 
-class Reject(Exception):
-    """Raise in `on_connect` to refuse the handshake with exactly this HTTP response.
+class Servable(Protocol):
+    """What a transport needs of an app: its routes, its settings, its hooks.
 
-    Args:
-        status: An HTTP status code from 300 to 599 (e.g. 401, 403, 429, 302).
-        body: The response body; `str` is sent as UTF-8 text.
-        headers: Extra response headers (e.g. `{"WWW-Authenticate": "Bearer"}`).
+    [App][wsapp.App] is one; transports depend on this, not on `App`, so that the App can
+    own its transports without an import cycle.
     """
 
-    def __init__(
-        self, status: int, body: str | bytes = "", headers: dict[str, str] | None = None
-    ) -> None:
-        if not 300 <= status <= 599:
-            raise ValueError(f"Reject status must be 300-599, not {status}")
-        super().__init__(status, body)
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-        self.headers = dict(headers or {})
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def hooks(self) -> Lifespan: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """The HTTP response that refuses a handshake."""
+class Capacity:
+    """The connections one transport holds: handshakes in progress and open connections.
 
-    status: int
-    body: bytes
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    Counting handshakes too means a burst of clients that never finish their handshake
+    cannot push the open connections past `max_connections`.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count one connection for the duration of the block."""
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
 
 
-def log_refusal(refusal: HandshakeError, path: str) -> None:
-    """The log line of a handshake wsapp refuses itself (every transport writes the same)."""
-    logger.info("refused %s %s: %s", refusal.status, path, refusal.body)
+def _client(address: Address | None) -> str:
+    return f"{address.host}:{address.port}" if address else "-"
 
 
-def admission_refusal(request: Request, settings: Settings, active: int) -> HandshakeError | None:
+def log_refusal(refusal: Refusal, path: str, client: Address | None) -> None:
+    """The one log line of every refused handshake: status, path, client and why."""
+    logger.info(
+        "refused %s %s client=%s: %s", refusal.status, path, _client(client), refusal.reason
+    )
+
+
+async def refuse(transport: Transport, refusal: Refusal, path: str, client: Address | None) -> None:
+    """Log ``refusal`` and answer the handshake with it."""
+    log_refusal(refusal, path, client)
+    await transport.refuse(refusal)
+
+
+def admission_refusal(request: Request, settings: Settings, others: int) -> Refusal | None:
     """Why a routed request may not connect at all (before `on_connect` sees it), if it may not.
 
-    ``active`` is how many connections the transport already serves.
+    ``others`` is how many other connections (open or handshaking) the transport holds.
     """
     if not is_origin_allowed(request, settings.allowed_origins):
-        return HandshakeError(403, "cross-origin request refused")
+        return Refusal(
+            403,
+            f"cross-origin request refused: Origin {request.origin!r} is not allowed for host "
+            f"{request.headers.get('host', '')!r}; to allow it, add it to allowed_origins "
+            "(--allowed-origins, WSAPP_ALLOWED_ORIGINS)",
+            body=b"cross-origin request refused\n",
+        )
     limit = settings.max_connections
-    if limit is not None and active >= limit:
-        return HandshakeError(503, "too many connections")
+    if limit is not None and others >= limit:
+        return Refusal(
+            503,
+            f"max_connections ({limit}) reached",
+            [("Retry-After", "1")],
+            body=b"too many connections\n",
+        )
     return None
 
 
-async def connect(endpoint: Endpoint, conn: Connection) -> Callbacks | Refusal:
-    """Bind the endpoint, pick the subprotocol, then run `on_connect` (which may change it).
-
-    Returns the connection's callbacks to go on with, or the Refusal to answer instead.
-    """
+async def _on_connect(endpoint: Endpoint, conn: Connection) -> Callbacks | Refusal:
+    """Bind the endpoint, pick the subprotocol, then run `on_connect` (which may change it)."""
     supported = conn.settings.subprotocols
     conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
     try:
         callbacks = endpoint.bind(conn)  # a Connector's own __init__ runs here
         await callbacks.on_connect(conn.request)
     except Reject as reject:
-        logger.info("refused %s %s by on_connect", reject.status, conn.request.path)
-        return Refusal(reject.status, reject.body, list(reject.headers.items()))
-    except Exception:
+        return Refusal(reject.status, "by on_connect (Reject)", reject.headers.items(), reject.body)
+    except Exception as exc:
         logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)
         body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
-        return Refusal(500, body.encode())
+        return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
     return callbacks
 
 
-async def _dispatch(callbacks: Callbacks, conn: Connection) -> tuple[int, str]:
+async def handle(
+    app: Servable,
+    settings: Settings,
+    capacity: Capacity,
+    path: str,
+    build_request: Callable[[Mapping[str, Any]], Request],
+    transport: Transport,
+    deadline: float,
+) -> None:
+    """Serve one handshake request to the end: route, admit, `on_connect`, accept or refuse,
+    then run the connection. The caller holds ``capacity`` for this connection.
+
+    ``build_request`` makes the [Request][wsapp.Request] from the route's path parameters;
+    ``deadline`` (from `handshake_timeout`) bounds `on_connect`: past it, the handshake is
+    refused with 503.
+    """
+    resolved = app.router.resolve(path)
+    endpoint, params = resolved if resolved is not None else (None, {})
+    request = build_request(params)
+    if endpoint is None:
+        await refuse(
+            transport, Refusal(404, f"no WebSocket endpoint at {path}"), path, request.client
+        )
+        return
+    denied = admission_refusal(request, settings, capacity.count - 1)
+    if denied is not None:
+        await refuse(transport, denied, path, request.client)
+        return
+    inbox = Inbox()
+    reading = endpoint.decoder is None
+    conn = Connection(
+        request, settings.model_copy(deep=True), transport, inbox if reading else None
+    )
+    outcome: Callbacks | Refusal
+    with anyio.CancelScope(deadline=deadline) as timer:
+        outcome = await _on_connect(endpoint, conn)
+    if timer.cancelled_caught:
+        logger.warning(
+            "on_connect for %s %s did not finish within handshake_timeout (%ss); refused with 503",
+            conn.id,
+            path,
+            settings.handshake_timeout,
+        )
+        outcome = Refusal(
+            503,
+            "on_connect timed out",
+            body=b"on_connect timed out\n",
+        )
+    if isinstance(outcome, Refusal):
+        await refuse(transport, outcome, path, request.client)
+        return
+    if not await transport.accept(conn):
+        logger.debug("client left before %s %s opened", conn.id, path)
+        return
+    await _run(outcome, conn, transport, inbox)
+
+
+async def _dispatch(callbacks: Callbacks, inbox: Inbox, conn: Connection) -> tuple[int, str]:
     """Run `on_open`, then `on_message` per message; the close code to use when they end."""
     on_message = callbacks.on_message
-    conn._reads_allowed = on_message is None
     try:
         await callbacks.on_open()
         if on_message is not None:
             if callbacks.concurrency == 1:
-                await _one_at_a_time(on_message, conn)
+                await _one_at_a_time(on_message, inbox)
             else:
-                await _concurrently(on_message, conn, callbacks.concurrency)
+                await _concurrently(on_message, inbox, callbacks.concurrency)
     except (anyio.EndOfStream, ConnectionClosed):
         pass  # the connection ended first: not an error
     except Exception:
         logger.exception("callback failed on connection %s; closing with 1011", conn.id)
-        return INTERNAL_ERROR, "internal error"
-    return 1000, ""
+        return CloseCode.INTERNAL_ERROR, "internal error"
+    return CloseCode.NORMAL_CLOSURE, ""
 
 
-async def _one_at_a_time(
-    on_message: Callable[[Message], Awaitable[None]], conn: Connection
-) -> None:
+async def _one_at_a_time(on_message: Callable[[Message], Awaitable[None]], inbox: Inbox) -> None:
     """In order, each message after the previous one's handler returned (the default)."""
-    get = conn._inbox.get
+    get = inbox.get
     while True:
         message = await get()
         # Not contextlib.suppress: this is the per-message path, and try is free.
@@ -136,14 +217,14 @@ async def _one_at_a_time(
 
 
 async def _concurrently(
-    on_message: Callable[[Message], Awaitable[None]], conn: Connection, limit: int
+    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, limit: int
 ) -> None:
     """``limit`` workers take messages in turn: up to that many handlers at once, and a message
     is taken only when a worker is free, so a busy connection still stops reading."""
     failure: list[Exception] = []
 
     async def worker() -> None:
-        get = conn._inbox.get
+        get = inbox.get
         while True:
             try:
                 message = await get()
@@ -165,62 +246,54 @@ async def _concurrently(
         raise failure[0]
 
 
-async def _pump(
-    transport_run: Callable[[], Awaitable[None]], conn: Connection, handlers: anyio.CancelScope
-) -> None:
-    try:
-        await transport_run()
-    finally:
-        conn._inbox.close()
-        # Callbacks still running get close_timeout to finish; nothing is left hanging.
-        handlers.deadline = min(
-            handlers.deadline, anyio.current_time() + conn.settings.close_timeout
-        )
-
-
-async def run_connection(
-    callbacks: Callbacks,
-    conn: Connection,
-    transport: Transport,
-    transport_run: Callable[[], Awaitable[None]],
-) -> None:
+async def _run(callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox) -> None:
     """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
 
-    ``transport_run`` moves bytes until the connection is closed and records how it closed
-    on ``conn``; it runs beside the callbacks, so control frames keep flowing while a
+    The transport moves bytes beside the callbacks, so control frames keep flowing while a
     callback works.
     """
     started = time.monotonic()
-    client = conn.request.client
-    logger.info(
-        "open %s %s client=%s",
-        conn.id,
-        conn.request.path,
-        f"{client.host}:{client.port}" if client else "-",
-    )
-    conn._transport = transport
+    logger.info("open %s %s client=%s", conn.id, conn.request.path, _client(conn.request.client))
     handlers = anyio.CancelScope()
-    code, reason = 1000, ""  # kept if the callbacks are cancelled: the connection is over then
+
+    async def pump() -> None:
+        try:
+            await transport.run(inbox)
+        finally:
+            inbox.close()
+            # Callbacks still running get close_timeout to finish; nothing is left hanging.
+            handlers.deadline = min(
+                handlers.deadline, anyio.current_time() + conn.settings.close_timeout
+            )
+
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_pump, transport_run, conn, handlers)
+            tg.start_soon(pump)
+            code: int = CloseCode.NORMAL_CLOSURE
+            reason = ""  # kept if the callbacks are cancelled: the connection is over then
             with handlers:
-                code, reason = await _dispatch(callbacks, conn)
+                code, reason = await _dispatch(callbacks, inbox, conn)
             if handlers.cancelled_caught:
                 logger.warning("callbacks of %s still ran after close; cancelled", conn.id)
             await transport.close(code, reason)
     finally:
+        closed = transport.outcome()
+        conn.close_code, conn.close_reason, conn.was_clean = (
+            closed.code,
+            closed.reason,
+            closed.was_clean,
+        )
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + conn.settings.close_timeout
             try:
-                await callbacks.on_close(conn.was_clean, conn.close_code or 1006, conn.close_reason)
+                await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:
                 logger.exception("on_close failed on connection %s", conn.id)
         logger.info(
             "close %s %s code=%s clean=%s duration=%.3fs",
             conn.id,
             conn.request.path,
-            conn.close_code,
-            conn.was_clean,
+            closed.code,
+            closed.was_clean,
             time.monotonic() - started,
         )

@@ -5,16 +5,14 @@ its last, run the same way by every transport (built-in server, ASGI host, test 
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from wsapp.endpoint import as_async
+from wsapp.log import logger
 
 __all__ = ["Lifespan", "LifespanError"]
-
-logger = logging.getLogger("wsapp")
 
 
 class LifespanError(RuntimeError):

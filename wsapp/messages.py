@@ -21,6 +21,9 @@ from pydantic import BaseModel, Discriminator, Field, TypeAdapter, ValidationErr
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
+from wsapp.protocol import CloseCode
+from wsapp.transport import Message
+
 if TYPE_CHECKING:
     from wsapp.connection import Connection
 
@@ -34,7 +37,6 @@ __all__ = [
     "union_members",
 ]
 
-Message = str | bytes
 Kind = Literal["raw", "text", "binary", "json"]
 
 
@@ -305,11 +307,6 @@ async def send_reply(conn: Connection, value: Any) -> None:
         await conn.send_json(value)
 
 
-#: The close codes of the invalid-message policy.
-INVALID_PAYLOAD = 1007
-POLICY_VIOLATION = 1008
-
-
 def message_callback(
     conn: Connection,
     decoder: MessageDecoder,
@@ -344,13 +341,13 @@ def message_callback(
     async def _refuse(invalid: InvalidMessage, in_a_row: int) -> None:
         limit = conn.settings.max_invalid_messages
         if limit is not None and in_a_row >= limit:
-            await conn.close(POLICY_VIOLATION, f"{in_a_row} invalid messages in a row")
+            await conn.close(CloseCode.POLICY_VIOLATION, f"{in_a_row} invalid messages in a row")
         elif on_invalid is not None:
             result = await on_invalid(invalid)
             if result is not None:
                 await send_reply(conn, result)
         elif policy.on_invalid == "close":
-            await conn.close(INVALID_PAYLOAD, "invalid message")
+            await conn.close(CloseCode.INVALID_DATA, "invalid message")
         else:
             await conn.send(invalid.reply())
 

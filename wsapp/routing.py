@@ -81,6 +81,14 @@ class Router:
             raise ValueError(f"route {pattern!r} is already declared")
         self.routes.append(Route.compile(pattern, endpoint))
 
+    def replace(self, pattern: str, endpoint: Endpoint) -> None:
+        """Serve the declared ``pattern`` with another endpoint, keeping its place."""
+        for index, route in enumerate(self.routes):
+            if route.pattern == pattern:
+                self.routes[index] = Route.compile(pattern, endpoint)
+                return
+        raise KeyError(pattern)
+
     def resolve(self, path: str) -> tuple[Endpoint, dict[str, Any]] | None:
         """The endpoint for ``path`` and its converted parameters, or None (404)."""
         for route in self.routes:

@@ -47,19 +47,21 @@ from wsproto.events import (
 )
 from wsproto.events import Request as HandshakeRequest
 
-from wsapp.connection import ConnectionClosed, Message
 from wsapp.datastructures import Headers
+from wsapp.exceptions import ConnectionClosed
+from wsapp.protocol import CloseCode
 from wsapp.request import Address
-from wsapp.server import Server
+from wsapp.server.accept import StreamHandler
+from wsapp.server.transport import STREAM_ERRORS
 from wsapp.settings import resolve_settings
-from wsapp.transport import STREAM_ERRORS
+from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.app import App
 
 __all__ = ["HandshakeRefused", "SyncWebSocket", "TestClient", "WebSocket", "connect"]
 
-ABNORMAL = 1006
+ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 #: Seconds any single wait of the test client may take unless told otherwise.
 DEFAULT_TIMEOUT = 5.0
 
@@ -382,7 +384,7 @@ class TestClient:
         self.client = Address(*client) if client is not None else None
         self.backend = backend
         self._overrides = settings
-        self._server: Server | None = None
+        self._handler: StreamHandler | None = None
         self._portal: BlockingPortal | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
 
@@ -396,12 +398,12 @@ class TestClient:
         )
 
     async def __aenter__(self) -> TestClient:
-        if self._server is not None:
+        if self._handler is not None:
             raise RuntimeError("this TestClient is already running")
         settings = resolve_settings(self.app.settings, flags=self._overrides)
-        server = Server(self.app, settings, [], [], None)
-        await self.app._lifespan.startup()
-        self._server = server
+        handler = StreamHandler(self.app, settings)
+        await self.app.hooks.startup()
+        self._handler = handler
         return self
 
     async def __aexit__(
@@ -410,8 +412,8 @@ class TestClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._server = None
-        await self.app._lifespan.shutdown()
+        self._handler = None
+        await self.app.hooks.shutdown()
 
     def __enter__(self) -> TestClient:
         self._portal_cm = start_blocking_portal(self.backend)
@@ -457,14 +459,14 @@ class TestClient:
     async def _connection(
         self, path: str, headers: list[tuple[str, str]], offer: list[str]
     ) -> AsyncIterator[WebSocket]:
-        server = self._server
-        assert server is not None
+        handler = self._handler
+        assert handler is not None
         client_end, server_end = _pipe_pair(self.client)
         ws = WebSocket(client_end, self.timeout)
         # Exceptions from the test body come out as themselves, not in an ExceptionGroup.
         failure: BaseException | None = None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(server._handle, server_end)
+            tg.start_soon(handler.handle, server_end)
             try:
                 with anyio.fail_after(self.timeout):
                     await ws._handshake(path, headers, offer)
@@ -483,7 +485,7 @@ class TestClient:
     async def _run_and_connect(
         self, path: str, headers: list[tuple[str, str]], offer: list[str]
     ) -> AsyncIterator[WebSocket]:
-        if self._server is not None:
+        if self._handler is not None:
             async with self._connection(path, headers, offer) as ws:
                 yield ws
         else:
@@ -522,7 +524,7 @@ class Connecting:
 
     def __enter__(self) -> SyncWebSocket:
         client = self._client
-        if client._server is not None and client._portal is None:
+        if client._handler is not None and client._portal is None:
             raise RuntimeError(
                 "this TestClient was entered with `async with`: use `async with client.connect()`"
             )

@@ -33,7 +33,7 @@ from tests.robustness.helpers import (
     tally_app,
     task_count,
 )
-from wsapp.connection import SENDABLE_CLOSE_CODES
+from wsapp.protocol import is_sendable
 
 pytestmark = pytest.mark.anyio
 
@@ -169,10 +169,6 @@ async def test_fuzzed_frames_never_crash_hang_or_leak(
                 await send_until_refused(raw.stream, [after_handshake])
                 await raw.stream.send_eof()  # all said: a server waiting for more must stop
                 await raw.read_eof()  # reading all it sends, so none of its writes block
-
-
-def is_sendable(code: int) -> bool:
-    return code in SENDABLE_CLOSE_CODES or 3000 <= code <= 4999
 
 
 @fuzz_settings

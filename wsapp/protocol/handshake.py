@@ -1,6 +1,6 @@
 """The HTTP side of the opening handshake (RFC 6455 section 4), without I/O.
 
-Bytes of a request head go in; a parsed head, a validated key, or a :class:`HandshakeError`
+Bytes of a request head go in; a parsed head, a validated key, or a :class:`Refusal`
 carrying the HTTP response to send come out. Nothing here knows about sockets or callbacks.
 """
 
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsapp.datastructures import Headers
-from wsapp.deflate import PerMessageDeflate
-from wsapp.settings import Settings
+from wsapp.protocol.deflate import PerMessageDeflate
+from wsapp.protocol.limits import CompressionOptions
 
 __all__ = [
-    "HandshakeError",
+    "Refusal",
     "RequestHead",
     "http_response",
     "is_websocket_upgrade",
@@ -37,18 +37,36 @@ _HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*(.*?)[ \t]*")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class HandshakeError(Exception):
-    """The handshake is refused with this HTTP response.
+class Refusal(Exception):
+    """A handshake refused with this HTTP response; every refusal, whoever decides it.
 
-    Raised by the parsing and validation functions of this module; the server turns it into
-    bytes with :func:`http_response`.
+    Raised by the parsing and validation functions of this module and by the admission
+    checks; `on_connect`'s [Reject][wsapp.Reject] becomes one too. Transports turn it into
+    their host's form of an HTTP response.
+
+    Attributes:
+        status: The HTTP status code.
+        reason: Why, for the log line (may say more than the client is told).
+        headers: Extra response headers.
+        body: The response body (by default the reason, as one line of text).
     """
 
-    def __init__(self, status: int, body: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(f"{status} {body}")
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> None:
+        super().__init__(f"{status} {reason}")
         self.status = status
-        self.body = body
+        self.reason = reason
         self.headers = list(headers)
+        self.body = reason.encode() + b"\n" if body is None else body
+
+    def response(self) -> bytes:
+        """The whole HTTP/1.1 response."""
+        return http_response(self.status, self.headers, self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +89,23 @@ def parse_request_head(head: bytes) -> RequestHead:
     lines = head.decode("latin-1").split("\r\n")
     match = _REQUEST_LINE.fullmatch(lines[0])
     if match is None:
-        raise HandshakeError(400, "malformed request line")
+        raise Refusal(400, "malformed request line")
     method, target, version = match.groups()
     if version != "1.1":
-        raise HandshakeError(400, "WebSocket handshakes need HTTP/1.1")
+        raise Refusal(400, "WebSocket handshakes need HTTP/1.1")
     if len(lines) - 1 > _MAX_HEADER_COUNT:
-        raise HandshakeError(431, f"more than {_MAX_HEADER_COUNT} header lines")
+        raise Refusal(431, f"more than {_MAX_HEADER_COUNT} header lines")
     pairs: list[tuple[str, str]] = []
     for line in lines[1:]:
         header = _HEADER_LINE.fullmatch(line)
         if header is None or _FORBIDDEN_IN_VALUE.search(header[2]):
-            raise HandshakeError(400, "malformed header line")
+            raise Refusal(400, "malformed header line")
         pairs.append((header[1], header[2]))
     headers = Headers(pairs)
     if len(headers.getlist("host")) != 1:
-        raise HandshakeError(400, "exactly one Host header is required")
+        raise Refusal(400, "exactly one Host header is required")
     if not target.startswith("/"):
-        raise HandshakeError(400, "request target must be a path")
+        raise Refusal(400, "request target must be a path")
     return RequestHead(method, target, version, headers)
 
 
@@ -100,9 +118,9 @@ def is_websocket_upgrade(headers: Headers) -> bool:
     return _has_token(headers, "upgrade", "websocket")
 
 
-def upgrade_required() -> HandshakeError:
+def upgrade_required() -> Refusal:
     """The answer to a plain HTTP request on a WebSocket endpoint."""
-    return HandshakeError(
+    return Refusal(
         426,
         "this is a WebSocket endpoint; send a WebSocket handshake",
         [("Upgrade", "websocket"), ("Connection", "Upgrade")],
@@ -115,22 +133,22 @@ def websocket_key(head: RequestHead) -> str:
     if not is_websocket_upgrade(headers):
         raise upgrade_required()
     if head.method != "GET":
-        raise HandshakeError(405, "WebSocket handshakes use GET", [("Allow", "GET")])
+        raise Refusal(405, "WebSocket handshakes use GET", [("Allow", "GET")])
     if not _has_token(headers, "connection", "upgrade"):
-        raise HandshakeError(400, "the Connection header must include 'Upgrade'")
+        raise Refusal(400, "the Connection header must include 'Upgrade'")
     if headers.getlist("sec-websocket-version") != ["13"]:
-        raise HandshakeError(
+        raise Refusal(
             426, "unsupported WebSocket version; use 13", [("Sec-WebSocket-Version", "13")]
         )
     if "content-length" in headers or "transfer-encoding" in headers:
-        raise HandshakeError(400, "a WebSocket handshake has no body")
+        raise Refusal(400, "a WebSocket handshake has no body")
     keys = headers.getlist("sec-websocket-key")
     try:
         valid = len(keys) == 1 and len(base64.b64decode(keys[0], validate=True)) == 16
     except ValueError:  # binascii.Error, or non-ASCII characters
         valid = False
     if not valid:
-        raise HandshakeError(400, "Sec-WebSocket-Key must be 16 random bytes in base64")
+        raise Refusal(400, "Sec-WebSocket-Key must be 16 random bytes in base64")
     return keys[0]
 
 
@@ -194,7 +212,7 @@ def _parse_deflate_params(params: list[str]) -> dict[str, int | None] | None:
 
 
 def negotiate_deflate(
-    offers: list[str], settings: Settings
+    offers: list[str], settings: CompressionOptions
 ) -> tuple[PerMessageDeflate, str] | None:
     """Accept the first permessage-deflate offer we can honour (RFC 7692 section 7.1).
 

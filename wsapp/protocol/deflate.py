@@ -11,7 +11,7 @@ wsapp uses its own extension instead of wsproto's ``PerMessageDeflate`` because 
   256-byte window. RFC 7692 lets a sender leave any message uncompressed, so wsapp accepts
   such an offer and sends its messages uncompressed.
 
-The parameters come from :func:`wsapp.handshake.negotiate_deflate`; this class only applies
+The parameters come from :func:`wsapp.protocol.handshake.negotiate_deflate`; this class only applies
 them.
 """
 
@@ -22,7 +22,7 @@ import zlib
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from wsapp.settings import Settings
+from wsapp.protocol.limits import MessageLimits
 
 __all__ = ["PerMessageDeflate"]
 
@@ -37,13 +37,13 @@ class PerMessageDeflate(Extension):
 
     def __init__(
         self,
-        settings: Settings,
+        limits: MessageLimits,
         *,
         server_max_window_bits: int,
         server_no_context_takeover: bool,
         client_no_context_takeover: bool,
     ) -> None:
-        self._settings = settings
+        self._limits = limits
         self._server_bits = server_max_window_bits
         self._compress_outbound = server_max_window_bits >= 9
         self._server_no_context_takeover = server_no_context_takeover
@@ -59,7 +59,7 @@ class PerMessageDeflate(Extension):
         return True
 
     def offer(self) -> bool:
-        return False  # a server never offers; it answers offers (handshake.negotiate_deflate)
+        return False  # a server never offers; it answers offers (see handshake.negotiate_deflate)
 
     def frame_inbound_header(
         self,
@@ -77,7 +77,7 @@ class PerMessageDeflate(Extension):
         return RsvBits(True, False, False)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
-        allowed = self._settings.max_message_size - self._inflated
+        allowed = self._limits.max_message_size - self._inflated
         try:
             output = self._decompressor.decompress(data, allowed + 1)
         except zlib.error:

@@ -18,7 +18,9 @@ from wsproto.connection import SERVER, Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
 
-from wsapp.settings import Settings
+from wsapp.protocol.closecode import CloseCode
+from wsapp.protocol.frames import PreparedMessage
+from wsapp.protocol.limits import MessageLimits
 
 __all__ = [
     "CloseReceived",
@@ -67,8 +69,6 @@ Event: TypeAlias = str | bytes | CloseReceived | PingReceived | PongReceived | P
 """What :meth:`Session.receive_data` yields: a complete message (``str`` or ``bytes``) or a
 control event."""
 
-MESSAGE_TOO_BIG = 1009
-
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
@@ -76,18 +76,19 @@ def _utf8_size(text: str) -> int:
 
 def message_too_big(limit: int) -> ProtocolFailure:
     """The failure (and close frame) for a message over ``limit`` bytes."""
-    return ProtocolFailure(MESSAGE_TOO_BIG, f"message over {limit} bytes")
+    return ProtocolFailure(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
 
 class Session:
     """The server side of one WebSocket connection, from the first frame to the close.
 
-    ``settings`` is read live, so a changed ``max_message_size`` applies from the next frame.
+    ``limits`` is read live, so a changed ``max_message_size`` applies from the next frame.
     """
 
-    def __init__(self, settings: Settings, extensions: list[Extension] | None = None) -> None:
+    def __init__(self, limits: MessageLimits, extensions: list[Extension] | None = None) -> None:
         self._ws = Connection(SERVER, extensions)
-        self._settings = settings
+        self._extended = bool(extensions)
+        self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
         self._discarding = False
@@ -129,7 +130,7 @@ class Session:
                     events.append(CloseReceived(event.code, event.reason or ""))
                 else:  # wsproto's parser failed; it will not parse anything more
                     self.failed = True
-                    if event.code == MESSAGE_TOO_BIG:  # from inflation (see deflate.py)
+                    if event.code == CloseCode.MESSAGE_TOO_BIG:  # from inflation (see deflate.py)
                         events.append(self._too_big())
                     else:
                         events.append(ProtocolFailure(event.code, event.reason or ""))
@@ -153,7 +154,7 @@ class Session:
                 partial.write(data)  # type: ignore[arg-type]
             self._size += _utf8_size(data) if type(data) is str else len(data)
             size = self._size
-        if size > self._settings.max_message_size:
+        if size > self._limits.max_message_size:
             self._partial = None
             self._discarding = True
             return self._too_big()
@@ -166,13 +167,20 @@ class Session:
         return bytes(partial) if isinstance(partial, bytearray) else partial.getvalue()
 
     def _too_big(self) -> ProtocolFailure:
-        return message_too_big(self._settings.max_message_size)
+        return message_too_big(self._limits.max_message_size)
 
     def send_message(self, message: str | bytes) -> bytes:
         """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
         if type(message) is str:
             return self._ws.send(TextMessage(message))
         return self._ws.send(BytesMessage(message))  # type: ignore[arg-type]
+
+    def prepared_frame(self, prepared: PreparedMessage) -> bytes:
+        """The bytes of a prepared message: its shared frame when no extension transforms
+        this connection's frames, else framed (and compressed) for this connection alone."""
+        if self._extended:
+            return self.send_message(prepared.message)
+        return prepared.frame
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         """The bytes of a ping frame."""

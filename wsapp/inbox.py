@@ -1,0 +1,71 @@
+"""The bounded inbox between a transport's reader and the handlers."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+
+from wsapp.transport import Message
+
+__all__ = ["Inbox"]
+
+
+class Inbox:
+    """A FIFO of received messages, bounded in count and in size, with live limits.
+
+    The reader waits in `put` while the inbox is full; since it then stops reading the
+    socket, a slow handler slows the peer down through TCP instead of growing memory.
+    Full means `count` messages, or (beyond the first message) `size` bytes, so the worst
+    case is one message plus `size` bytes, not `count` times the largest message.
+    """
+
+    __slots__ = ("_closed", "_items", "_readable", "_size", "_writable")
+
+    def __init__(self) -> None:
+        self._items: deque[Message] = deque()
+        self._size = 0  # len() of the queued messages (characters for text)
+        self._closed = False
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, message: Message, count: int, size: int) -> None:
+        length = len(message)
+        while (
+            len(self._items) >= count or (self._items and self._size + length > size)
+        ) and not self._closed:
+            if self._writable is None:
+                self._writable = anyio.Event()
+            await self._writable.wait()
+        if self._closed:
+            return
+        self._items.append(message)
+        self._size += length
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+
+    async def get(self) -> Message:
+        while not self._items:
+            if self._closed:
+                raise anyio.EndOfStream
+            if self._readable is None:
+                self._readable = anyio.Event()
+            await self._readable.wait()
+        message = self._items.popleft()
+        self._size -= len(message)
+        if self._writable is not None:
+            self._writable.set()
+            self._writable = None
+        return message
+
+    def close(self) -> None:
+        """No more messages will arrive; readers drain what is queued, then get EndOfStream."""
+        self._closed = True
+        for event in (self._readable, self._writable):
+            if event is not None:
+                event.set()
+        self._readable = self._writable = None

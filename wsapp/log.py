@@ -1,0 +1,43 @@
+"""The `wsapp` logger, and a log for problems that can recur many times a second."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["RateLimitedLog", "logger"]
+
+logger = logging.getLogger("wsapp")
+
+
+class RateLimitedLog:
+    """Logs a recurring problem at most once per ``interval`` seconds.
+
+    A server out of file descriptors fails every `accept()`; a log line per failure would
+    flood the log (and the disk) at exactly the moment an operator needs to read it. The
+    lines skipped in between are counted and the count is reported with the next line.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._suppressed = 0
+
+    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log ``message`` unless one was logged less than ``interval`` ago; True if logged."""
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            message += f" ({self._suppressed} more like it since the last report)"
+        self._suppressed = 0
+        self._next = now + self.interval
+        logger.log(level, message, *args, exc_info=exc_info)
+        return True
+
+    def warning(self, message: str, *args: Any) -> bool:
+        return self.log(logging.WARNING, message, *args)

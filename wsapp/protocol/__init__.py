@@ -1,0 +1,38 @@
+"""The WebSocket protocol without I/O: bytes in, events and bytes out.
+
+Nothing in this package knows about sockets, tasks, callbacks or the settings model, so all
+of it is tested with bytes alone:
+
+- `handshake`: parse and validate the HTTP upgrade, build the responses, negotiate
+  permessage-deflate;
+- `session`: one connection after the handshake, over wsproto: reassembly under the size
+  limit, close bookkeeping, protocol failures told apart from close frames;
+- `deflate`: wsapp's permessage-deflate extension for wsproto;
+- `frames`: server frames built once for many connections;
+- `closecode`: the close codes; `limits`: what the session reads from the settings.
+"""
+
+from wsapp.protocol.closecode import CloseCode, is_sendable
+from wsapp.protocol.frames import PreparedMessage
+from wsapp.protocol.handshake import Refusal
+from wsapp.protocol.session import (
+    CloseReceived,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+    Session,
+    message_too_big,
+)
+
+__all__ = [
+    "CloseCode",
+    "CloseReceived",
+    "PingReceived",
+    "PongReceived",
+    "PreparedMessage",
+    "ProtocolFailure",
+    "Refusal",
+    "Session",
+    "is_sendable",
+    "message_too_big",
+]

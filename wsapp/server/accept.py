@@ -1,0 +1,173 @@
+"""One accepted byte stream, from TLS to the last byte: the built-in server's handshake I/O.
+
+The stream handler reads and parses the request head, then hands the request and a
+[SocketTransport][wsapp.server.transport.SocketTransport] to the shared accept sequence
+([wsapp.lifecycle.handle][]). It also keeps track of every stream it serves, so that a
+shutdown can close them all. The test client drives its in-memory streams through it too.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSStream
+
+from wsapp import lifecycle
+from wsapp.lifecycle import Capacity, Servable
+from wsapp.log import logger
+from wsapp.protocol import CloseCode, Refusal
+from wsapp.protocol.handshake import RequestHead, parse_request_head, websocket_key
+from wsapp.request import Address, Request, client_address
+from wsapp.server.transport import STREAM_ERRORS, SocketTransport
+from wsapp.settings import Settings
+
+__all__ = ["StreamHandler"]
+
+GOING_AWAY_REASON = "server shutting down"
+
+
+async def _read_head(stream: ByteStream, limit: int) -> tuple[bytes, bytes]:
+    """The request head and whatever bytes followed it in the same reads."""
+    buffer = bytearray()
+    while True:
+        chunk = await stream.receive()
+        start = max(0, len(buffer) - 3)
+        buffer += chunk
+        end = buffer.find(b"\r\n\r\n", start)
+        if end >= 0:
+            if end > limit:
+                break
+            return bytes(buffer[:end]), bytes(buffer[end + 4 :])
+        if len(buffer) > limit:
+            break
+    raise Refusal(431, f"request head larger than {limit} bytes")
+
+
+def _peer_address(stream: ByteStream) -> Address | None:
+    peer = stream.extra(SocketAttribute.remote_address, None)
+    if isinstance(peer, tuple):
+        return Address(str(peer[0]), int(peer[1]))
+    return None  # unix socket
+
+
+class StreamHandler:
+    """Serves accepted byte streams (sockets, or the test client's in-memory pipes).
+
+    Args:
+        app: What to serve.
+        settings: The resolved settings (defaults < App < environment < flags).
+        ssl_context: Wrap every stream in TLS first.
+    """
+
+    def __init__(
+        self, app: Servable, settings: Settings, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.capacity = Capacity()
+        self._ssl_context = ssl_context
+        self._scheme = "wss" if ssl_context else "ws"
+        self._stopping = False
+        # Every stream being served, with its transport once the request head is read.
+        self._streams: dict[anyio.CancelScope, SocketTransport | None] = {}
+
+    @property
+    def open_connections(self) -> int:
+        """Streams being served: handshakes in progress and open connections."""
+        return self.capacity.count
+
+    def close_all(self, task_group: anyio.abc.TaskGroup) -> int:
+        """Stop taking streams, drop handshakes in progress, close open connections with 1001
+        (in ``task_group``). Returns how many connections were open."""
+        self._stopping = True
+        opened = 0
+        for scope, transport in list(self._streams.items()):
+            if transport is not None and transport.opened:
+                opened += 1
+                task_group.start_soon(transport.close, CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+            else:
+                scope.cancel()
+        return opened
+
+    async def handle(self, stream: ByteStream) -> None:
+        """Serve one accepted stream to its end, and close it. Never raises."""
+        try:
+            if self._stopping:
+                return
+            with self.capacity.hold(), anyio.CancelScope() as scope:
+                self._streams[scope] = None
+                try:
+                    await self._serve(stream, scope)
+                finally:
+                    del self._streams[scope]
+        except (Refusal, TimeoutError, *STREAM_ERRORS) as exc:
+            logger.debug("handshake abandoned: %r", exc)
+        except ssl.SSLError as exc:
+            logger.debug("TLS handshake failed: %r", exc)
+        except Exception:
+            # One connection's failure must never take the server and its other
+            # connections down with it.
+            logger.exception("unexpected error on a connection; it was dropped")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _serve(self, stream: ByteStream, scope: anyio.CancelScope) -> None:
+        settings = self.settings
+        # handshake_timeout bounds the whole handshake, TLS and on_connect included: the
+        # client is waiting for an answer, and an unanswered socket must not linger.
+        deadline = anyio.current_time() + settings.handshake_timeout
+        with anyio.CancelScope(deadline=deadline) as reading:
+            if self._ssl_context is not None:
+                stream = await TLSStream.wrap(
+                    stream,
+                    server_side=True,
+                    ssl_context=self._ssl_context,
+                    standard_compatible=False,
+                )
+            try:
+                head_bytes, trailing = await _read_head(stream, settings.max_header_size)
+            except Refusal as refusal:
+                await self._refuse(stream, refusal, "-")
+                return
+        if reading.cancelled_caught:
+            logger.debug("handshake timed out after %ss", settings.handshake_timeout)
+            return
+        head: RequestHead | None = None
+        try:
+            head = parse_request_head(head_bytes)
+            path, raw_path, query = Request.split_target(head.target)
+            key = websocket_key(head)
+        except Refusal as refusal:
+            target = head.target.partition("?")[0] if head is not None else "-"
+            await self._refuse(stream, refusal, target)
+            return
+        transport = SocketTransport(stream, settings, key, trailing)
+        self._streams[scope] = transport
+        peer = _peer_address(stream)
+
+        def build_request(params: Mapping[str, Any]) -> Request:
+            return Request(
+                method=head.method,
+                path=path,
+                raw_path=raw_path,
+                query_string=query,
+                headers=head.headers,
+                client=client_address(peer, head.headers, settings.trusted_proxies),
+                path_params=params,
+                scheme=self._scheme,
+                http_version=head.http_version,
+            )
+
+        await lifecycle.handle(
+            self.app, settings, self.capacity, path, build_request, transport, deadline
+        )
+
+    async def _refuse(self, stream: ByteStream, refusal: Refusal, path: str) -> None:
+        """Refuse a request too malformed to make a transport of."""
+        lifecycle.log_refusal(refusal, path, _peer_address(stream))
+        await SocketTransport(stream, self.settings, "").refuse(refusal)

@@ -1,0 +1,165 @@
+"""The running server: hooks, accept loops, signals and the graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import SocketListener, TaskStatus
+
+from wsapp.lifecycle import Servable
+from wsapp.lifespan import LifespanError
+from wsapp.log import logger
+from wsapp.server.accept import StreamHandler
+from wsapp.server.listeners import accept_forever
+from wsapp.settings import Settings
+
+__all__ = ["Backend", "Server", "run_server"]
+
+Backend = Literal["asyncio", "uvloop", "trio"]
+
+
+class Server:
+    """A running wsapp server.
+
+    `await task_group.start(app.serve, ...)` returns it once listening, which is how tests
+    and embedding programs learn the real port (`port=0`) and stop the server.
+
+    Attributes:
+        urls: One URL per listening socket, like `ws://127.0.0.1:8000`.
+        forced: True if shutdown was forced (a second signal) instead of graceful.
+    """
+
+    def __init__(
+        self,
+        app: Servable,
+        settings: Settings,
+        listeners: Sequence[SocketListener],
+        urls: list[str],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.urls = urls
+        self.forced = False
+        self._listeners = listeners
+        self._handler = StreamHandler(app, settings, ssl_context)
+        self._stop = anyio.Event()
+        self._connections: anyio.abc.TaskGroup | None = None
+        self._hooks = anyio.CancelScope()
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served: handshakes in progress and open connections."""
+        return self._handler.open_connections
+
+    def shutdown(self) -> None:
+        """Start a graceful shutdown: stop accepting, close every connection with 1001."""
+        self._stop.set()
+
+    def force_shutdown(self) -> None:
+        """Cancel every connection now, without waiting for closing handshakes."""
+        self.forced = True
+        self._stop.set()
+        self._hooks.cancel()
+        if self._connections is not None:
+            self._connections.cancel_scope.cancel()
+
+    async def serve(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept and serve connections until `shutdown` (or a signal, with `handle_signals`)."""
+        hooks = self.app.hooks
+        failure: LifespanError | None = None
+        async with anyio.create_task_group() as supervisor:
+            if handle_signals:  # watches until the very end: a second signal forces exit
+                await supervisor.start(self._watch_signals)
+            try:
+                with self._hooks_scope():
+                    await hooks.startup()
+                if not self.forced:
+                    await self._serve_connections(task_status)
+                    with self._hooks_scope():
+                        await hooks.shutdown()
+            except LifespanError as exc:
+                failure = exc
+            finally:
+                await self._close_listeners()
+            supervisor.cancel_scope.cancel()
+        logger.info("wsapp stopped%s", " (forced)" if self.forced else "")
+        if failure is not None:
+            raise failure
+
+    def _hooks_scope(self) -> anyio.CancelScope:
+        """The scope a start-up or shutdown hook runs in: a forced shutdown cancels it."""
+        self._hooks = anyio.CancelScope()
+        if self.forced:
+            self._hooks.cancel()
+        return self._hooks
+
+    async def _serve_connections(self, task_status: TaskStatus[Server]) -> None:
+        async with anyio.create_task_group() as connections:
+            self._connections = connections
+            async with anyio.create_task_group() as accepting:
+                for listener in self._listeners:
+                    accepting.start_soon(
+                        accept_forever, listener, self._handler.handle, connections
+                    )
+                for url in self.urls:
+                    logger.info("wsapp serving %s", url)
+                task_status.started(self)
+                await self._stop.wait()
+                accepting.cancel_scope.cancel()
+            await self._close_listeners()
+            connections.cancel_scope.deadline = anyio.current_time() + self.settings.close_timeout
+            opened = self._handler.close_all(connections)
+            if not self.forced:
+                logger.info("shutting down: closing %d connection(s) with 1001", opened)
+
+    async def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, ()
+        for listener in listeners:
+            await listener.aclose()
+
+    async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self._stop.is_set():
+                    logger.warning("second %s: forcing exit", signal.Signals(signum).name)
+                    self.force_shutdown()
+                    return
+                logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
+                self.shutdown()
+
+
+def run_server(server_factory: Callable[[], Awaitable[Server]], backend: Backend) -> bool:
+    """Run ``await server_factory()`` (which returns a Server) and serve it on ``backend``
+    with signals handled; True if the shutdown was graceful."""
+    servers: list[Server] = []
+
+    async def main() -> None:
+        servers.append(await server_factory())
+        await servers[0].serve(handle_signals=True)
+
+    backend_options: dict[str, Any] = {}
+    if backend == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "backend 'uvloop' needs uvloop: pip install 'wsapp[uvloop]'"
+            ) from None
+        backend_options["use_uvloop"] = True
+    anyio.run(
+        main,
+        backend="asyncio" if backend == "uvloop" else backend,
+        backend_options=backend_options,
+    )
+    return not (servers and servers[0].forced)

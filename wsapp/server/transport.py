@@ -1,0 +1,272 @@
+"""A WebSocket session over an anyio byte stream: the built-in server's transport.
+
+One reader task parses frames and feeds the connection's inbox. Every frame to send (messages
+from any number of tasks, pongs, pings, the close frame) is serialized whole into one output
+buffer without awaiting, so frames never interleave and need no lock; one writer task owned
+by the connection flushes that buffer, many frames per write when traffic is heavy. Senders
+wait only while the buffer holds more than ``HIGH_WATER`` bytes: that is the backpressure, and
+``write_timeout`` bounds both the wait and every write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteStream
+
+from wsapp.exceptions import ConnectionClosed, WriteTimeout
+from wsapp.inbox import Inbox
+from wsapp.protocol import (
+    CloseCode,
+    CloseReceived,
+    PingReceived,
+    PongReceived,
+    PreparedMessage,
+    ProtocolFailure,
+    Refusal,
+    Session,
+)
+from wsapp.protocol.handshake import negotiate_deflate, switching_protocols
+from wsapp.settings import Settings
+from wsapp.transport import Closed, CloseRecord, Message
+
+if TYPE_CHECKING:
+    from wsapp.connection import Connection
+
+__all__ = ["HIGH_WATER", "STREAM_ERRORS", "SocketTransport"]
+#: Bytes of unsent frames above which `send` waits for the peer (plus at most one message).
+HIGH_WATER = 64 * 1024
+STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class SocketTransport:
+    """One connection over an anyio byte stream: the handshake answer, then its frames.
+
+    Implements [Transport][wsapp.transport.Transport]. ``key`` is the client's
+    `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
+    ``settings`` bounds the handshake answer; once accepted, the connection's own settings
+    (read live) take over.
+    """
+
+    def __init__(
+        self, stream: ByteStream, settings: Settings, key: str, initial: bytes = b""
+    ) -> None:
+        self._stream = stream
+        self._settings = settings
+        self._key = key
+        self._initial = initial
+        self._session: Session | None = None
+        self._scope = anyio.CancelScope()
+        self._out = bytearray()
+        self._writing = False
+        self._wake_writer: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+        self._pong_payload = b""
+        self._pong_received: anyio.Event | None = None
+        self._record = CloseRecord()
+        self._inbox: Inbox | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
+
+    async def _write_handshake(self, data: bytes) -> None:
+        with anyio.fail_after(self._settings.write_timeout):
+            await self._stream.send(data)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        with contextlib.suppress(TimeoutError, *STREAM_ERRORS):
+            await self._write_handshake(refusal.response())
+
+    async def accept(self, conn: Connection) -> bool:
+        headers = list(conn.response_headers.multi_items())
+        if conn.subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", conn.subprotocol))
+        deflate = negotiate_deflate(list(conn.request.extensions), conn.settings)
+        if deflate is not None:
+            headers.append(("Sec-WebSocket-Extensions", deflate[1]))
+        try:
+            await self._write_handshake(switching_protocols(self._key, headers))
+        except (TimeoutError, *STREAM_ERRORS):
+            return False
+        self._settings = conn.settings
+        self._session = Session(conn.settings, [deflate[0]] if deflate else None)
+        return True
+
+    @property
+    def _open_session(self) -> Session:
+        session = self._session
+        if session is None:
+            raise RuntimeError("cannot send before the handshake completes (after on_connect)")
+        return session
+
+    def _push(self, frame: bytes) -> None:
+        self._out += frame
+        if self._wake_writer is not None:
+            self._wake_writer.set()
+            self._wake_writer = None
+
+    async def send(self, message: Message) -> None:
+        session = self._open_session
+        if session.close_sent or self._record.lost:
+            raise self._record.error()
+        self._push(session.send_message(message))
+        if len(self._out) > HIGH_WATER:
+            await self._wait_for_room(HIGH_WATER)
+
+    def push(self, message: PreparedMessage, limit: int) -> bool:
+        session = self._open_session
+        if session.close_sent or self._record.lost:
+            return False
+        frame = session.prepared_frame(message)
+        if len(self._out) + len(frame) > limit:
+            return False
+        self._push(frame)
+        return True
+
+    async def _wait_for_room(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are unsent (0: until all is written)."""
+        timeout = self._settings.write_timeout
+        try:
+            with anyio.fail_after(timeout):
+                while len(self._out) > limit or (limit == 0 and self._writing):
+                    if self._record.lost:
+                        raise self._record.error()
+                    if self._drained is None:
+                        self._drained = anyio.Event()
+                    await self._drained.wait()
+        except TimeoutError:
+            self._abort(f"write timed out after {timeout}s")
+            raise WriteTimeout(CloseCode.ABNORMAL_CLOSURE, self._record.lost or "") from None
+
+    async def _write_loop(self) -> None:
+        out = self._out
+        while True:
+            if not out:
+                self._wake_writer = anyio.Event()
+                await self._wake_writer.wait()
+                continue
+            data = bytes(out)
+            del out[:]
+            self._writing = True
+            try:
+                with anyio.fail_after(self._settings.write_timeout):
+                    await self._stream.send(data)
+            except TimeoutError:
+                self._abort(f"write timed out after {self._settings.write_timeout}s")
+                return
+            except STREAM_ERRORS:
+                self._abort("connection lost while writing")
+                return
+            finally:
+                self._writing = False
+                if self._drained is not None:
+                    self._drained.set()
+                    self._drained = None
+
+    def _abort(self, why: str) -> None:
+        self._record.lose(why)
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+        self._scope.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        session = self._session
+        if self._inbox is not None:
+            self._inbox.close()  # messages arriving from now on have no one to go to
+        if session is None or session.close_sent or self._record.lost:
+            return
+        self._record.first(code, reason)
+        self._push(session.send_close(code, reason))
+        if not session.closed:
+            self._scope.deadline = anyio.current_time() + self._settings.close_timeout
+
+    async def run(self, inbox: Inbox) -> None:
+        """Read until the connection is closed, then close the socket."""
+        session = self._open_session
+        self._inbox = inbox
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._write_loop)
+                    if self._settings.ping_interval is not None:
+                        tg.start_soon(self._keepalive)
+                    await self._read(session, inbox)
+                    if not self._record.lost:
+                        # Flush what is left, the close frame above all; a failure is
+                        # already recorded as the cause of the loss.
+                        with contextlib.suppress(ConnectionClosed):
+                            await self._wait_for_room(0)
+                    tg.cancel_scope.cancel()
+            if self._scope.cancelled_caught and not session.closed:
+                self._record.lose("no close frame from the peer within close_timeout")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    def outcome(self) -> Closed:
+        session = self._open_session
+        return self._record.outcome(session.close_sent and session.close_received)
+
+    async def _read(self, session: Session, inbox: Inbox) -> None:
+        settings = self._settings
+        receive = self._stream.receive
+        pending, self._initial = self._initial, b""
+        while not session.closed:
+            if pending:
+                data, pending = pending, b""
+            else:
+                try:
+                    data = await receive()
+                except STREAM_ERRORS:
+                    self._record.lose("connection lost")
+                    return
+            for event in session.receive_data(data):
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    await inbox.put(
+                        event,  # type: ignore[arg-type]
+                        settings.read_buffer_size,
+                        settings.max_message_size,
+                    )
+                elif kind is PingReceived:
+                    self._push(event.pong)  # type: ignore[union-attr]
+                elif kind is PongReceived:
+                    if self._pong_received is not None and event.payload == self._pong_payload:  # type: ignore[union-attr]
+                        self._pong_received.set()
+                elif kind is CloseReceived:
+                    assert isinstance(event, CloseReceived)
+                    self._record.first(event.code, event.reason)
+                    # Echo the peer's code, as RFC 6455 section 5.5.1 suggests.
+                    await self.close(event.code, event.reason)
+                else:
+                    assert isinstance(event, ProtocolFailure)
+                    await self.close(event.code, event.reason)
+                    if session.failed:
+                        return  # the parser is gone: fail the connection (RFC 6455 7.1.7)
+            if len(self._out) > HIGH_WATER:
+                # Pongs (or a close) wait for a peer that does not read: stop reading too,
+                # so a ping flood cannot grow the output buffer without bound.
+                try:
+                    await self._wait_for_room(HIGH_WATER)
+                except ConnectionClosed:
+                    return
+
+    async def _keepalive(self) -> None:
+        settings, session = self._settings, self._open_session
+        while (interval := settings.ping_interval) is not None:
+            await anyio.sleep(interval)
+            if session.close_sent:
+                return
+            self._pong_payload = os.urandom(4)
+            self._pong_received = anyio.Event()
+            self._push(session.send_ping(self._pong_payload))
+            with anyio.move_on_after(settings.pong_timeout):
+                await self._pong_received.wait()
+                continue
+            await self.close(CloseCode.INTERNAL_ERROR, f"no pong within {settings.pong_timeout}s")
+            return
