@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
+from collections.abc import Generator
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,13 +22,37 @@ T = TypeVar("T")
 
 pytest_plugins = ["pytester"]  # tests of wsapp's own pytest plugin
 
-#: Upper bound for one test; every async test wraps its body in anyio.fail_after(TIMEOUT).
+#: Seconds one async test may take unless it is marked `@pytest.mark.timeout(seconds)`.
 TIMEOUT = 15
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Bound every async test by a deadline, in its own event loop: a test that hangs fails
+    (its tasks cancelled, its servers shut down) instead of stalling the suite."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return (yield)
+    marker = pyfuncitem.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker is not None else TIMEOUT
+
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
+            return await test(*args, **kwargs)
+        if scope.cancelled_caught:
+            pytest.fail(f"timed out after {limit}s (mark the test @pytest.mark.timeout(...))")
+
+    pyfuncitem.obj = bounded
+    try:
+        return (yield)
+    finally:
+        pyfuncitem.obj = test
 
 
 @asynccontextmanager
