@@ -329,6 +329,9 @@ def _plan_endpoint(
         doc = endpoint.cls.__dict__.get("__doc__")
         description = [inspect.cleandoc(doc)] if doc else []
         description.append(f"Served by the Connector `{endpoint.cls.__qualname__}`.")
+    elif address is not None:
+        title = address
+        description = ["Served by the functions declared on this route."]
     else:
         title = "Any other path"
         description = ["Any path no route claims, served by the App's own callbacks."]

@@ -45,19 +45,17 @@ class CloseCode(IntEnum):
     """Never sent: reported when the TLS handshake failed."""
 
 
-_NEVER_SENT = frozenset(
-    {
-        CloseCode.NO_STATUS_RCVD,
-        CloseCode.ABNORMAL_CLOSURE,
-        CloseCode.MANDATORY_EXTENSION,
-        CloseCode.TLS_HANDSHAKE,
-    }
-)
+#: Registered codes a server may send: not those that only report (1005, 1006, 1015), nor
+#: 1010, which only a client sends.
+_SENDABLE = frozenset(CloseCode) - {
+    CloseCode.NO_STATUS_RCVD,
+    CloseCode.ABNORMAL_CLOSURE,
+    CloseCode.MANDATORY_EXTENSION,
+    CloseCode.TLS_HANDSHAKE,
+}
 
 
 def is_sendable(code: int) -> bool:
     """Whether a server may put ``code`` in a close frame: a registered code meant to be
     sent, or an application code (3000-4999)."""
-    if 3000 <= code <= 4999:
-        return True
-    return code in CloseCode._value2member_map_ and code not in _NEVER_SENT
+    return 3000 <= code <= 4999 or code in _SENDABLE
