@@ -33,6 +33,7 @@ async def test_a_message_reaches_the_other_member(wsapp_client: TestClient) -> N
                 assert await bob.receive() == "joined blue (2 here)"
                 await alice.send("hi bob")
                 message = await bob.receive()
+                assert isinstance(message, str)
                 assert message.endswith(": hi bob")
                 with pytest.raises(TimeoutError):
                     await alice.receive(timeout=0.1)  # the sender gets no copy

@@ -16,9 +16,16 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
 def frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    key: bytes | None = None,
 ) -> bytes:
-    """One frame as a client sends it (masked unless told otherwise)."""
+    """One frame as a client sends it (masked, with a random ``key`` unless given, unless
+    told otherwise)."""
     head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
     length = len(payload)
     mask_bit = 0x80 if mask else 0
@@ -30,7 +37,7 @@ def frame(
         head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = os.urandom(4) if key is None else key
     repeated = (key * (length // 4 + 1))[:length]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
         length, "big"
@@ -66,11 +73,30 @@ class RawClient:
     async def connect(cls, port: int, path: str = "/", extra: str = "") -> AsyncIterator[RawClient]:
         """A client past a successful handshake; the socket is closed after the block."""
         async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            raw = cls(stream)
-            await raw.stream.send(handshake(path, extra=extra))
-            raw.response_head = await raw.read_until(b"\r\n\r\n")
-            assert raw.response_head.startswith(b"HTTP/1.1 101"), raw.response_head
-            yield raw
+            yield await cls._opened(stream, path, extra)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect_unix(
+        cls, socket_path: str, path: str = "/", *, send_buffer: int | None = None
+    ) -> AsyncIterator[RawClient]:
+        """`connect` over a unix socket. With ``send_buffer``, at most about that many bytes
+        the server has not read yet wait in the kernel (a unix socket's buffer is the
+        sender's, and not tuned by the kernel as TCP's are): what the peer could send then
+        tells how much the server read."""
+        async with await anyio.connect_unix(socket_path) as stream:
+            if send_buffer is not None:
+                sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            yield await cls._opened(stream, path, "")
+
+    @classmethod
+    async def _opened(cls, stream: SocketStream, path: str, extra: str) -> RawClient:
+        raw = cls(stream)
+        await raw.stream.send(handshake(path, extra=extra))
+        raw.response_head = await raw.read_until(b"\r\n\r\n")
+        assert raw.response_head.startswith(b"HTTP/1.1 101"), raw.response_head
+        return raw
 
     async def _fill(self) -> None:
         self.buffer += await self.stream.receive()

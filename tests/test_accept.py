@@ -19,7 +19,7 @@ import pytest
 
 import wsapp
 from tests.asgi.hosts import Listening, hypercorn_server, uvicorn_server
-from tests.conftest import port, running
+from tests.helpers import port, running
 from tests.rawclient import handshake
 from wsapp.testing import HandshakeRefused, TestClient
 

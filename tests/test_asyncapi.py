@@ -20,7 +20,7 @@ from typing_extensions import TypedDict
 
 import wsapp
 from tests.apps import typed
-from tests.test_cli import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 from wsapp.asyncapi import asyncapi_document
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "asyncapi-3.0.0.json").read_text())

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
+import trustme
+from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect
 
-from tests.conftest import TIMEOUT, client
+import wsapp
+from tests.helpers import ROOT, TIMEOUT, client, run_cli, serving
 from tests.rawclient import RawClient
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion (for start-up failures, which exit at once)."""
-    return subprocess.run(
-        [sys.executable, "-m", "wsapp", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-    )
+from wsapp.cli import _help, first_sentence
+from wsapp.server.listeners import ListenError, ssl_context_from_files
 
 
 @pytest.mark.parametrize(
@@ -77,54 +64,220 @@ def test_bad_environment_variable_names_the_variable() -> None:
     assert "invalid setting from the environment: WSAPP_MAX_MESSAGE_SIZE:" in result.stderr
     assert "Traceback" not in result.stderr
     result = run_cli("examples.echo:app", env={"WSAPP_PINGINTERVAL": "1"})
-    assert "unknown environment variable WSAPP_PINGINTERVAL" in result.stderr
+    assert_one_line_error(
+        result, "unknown environment variable WSAPP_PINGINTERVAL; did you mean WSAPP_PING_INTERVAL?"
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    """The CLI's contract for every start-up failure: exactly this line on stderr, status 2."""
+    assert result.stderr == f"wsapp: error: {message}\n"
+    assert result.returncode == 2
+
+
+HELP = " (see python -m wsapp --help)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "abc"], "argument --port: expected a port number, got 'abc'" + HELP),
+        (
+            ["--backend", "nope"],
+            "argument --backend: 'nope' is not one of asyncio, uvloop, trio" + HELP,
+        ),
+        (
+            ["--log-level", "x"],
+            "argument --log-level: 'x' is not one of critical, error, warning, info, debug" + HELP,
+        ),
+        (
+            ["--log-level", "warn"],
+            "argument --log-level: 'warn' is not one of critical, error, warning, info, debug;"
+            " did you mean warning?" + HELP,
+        ),
+        (
+            ["--max-mesage-size", "1"],
+            "unknown option --max-mesage-size; did you mean --max-message-size?" + HELP,
+        ),
+        (
+            ["--max-mesage-size=1"],
+            "unknown option --max-mesage-size; did you mean --max-message-size?" + HELP,
+        ),
+        (["--zzz"], "unknown option --zzz" + HELP),
+        (["extra"], "unexpected argument 'extra'" + HELP),
+        (["--port", "99999"], "--port must be 0-65535, not 99999"),
+        (["--port", "-1"], "--port must be 0-65535, not -1"),
+        (
+            ["--keyfile", "key.pem"],
+            "--keyfile needs --certfile (the certificate the key belongs to);"
+            " give both to serve wss://, or neither to serve ws://",
+        ),
+    ],
+)
+def test_bad_flags_are_one_line_not_the_usage(args: list[str], message: str) -> None:
+    assert_one_line_error(run_cli("examples.echo:app", *args), message)
+
+
+def test_missing_target_is_one_line() -> None:
+    assert_one_line_error(run_cli(), "the following arguments are required: module:app" + HELP)
+
+
+def test_port_in_use_names_the_address() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("examples.echo:app", "--port", str(port))
+    assert_one_line_error(
+        result,
+        f"cannot listen on 127.0.0.1:{port}: address already in use (is another server running?)",
+    )
+
+
+def test_unresolvable_host_names_the_host() -> None:
+    host = "no.such.host.invalid"
+    with pytest.raises(socket.gaierror) as failed:
+        socket.getaddrinfo(host, 8000)
+    reason = str(failed.value.strerror)
+    result = run_cli("examples.echo:app", "--host", host)
+    assert_one_line_error(
+        result,
+        f"cannot listen on {host}:8000: the host name does not resolve"
+        f" ({reason[:1].lower()}{reason[1:]})",
+    )
 
 
 @dataclass
-class Served:
-    process: Process
-    url: str
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    changed: anyio.Event = field(default_factory=anyio.Event)
-
-    async def collect(self, stream: Any, lines: list[str]) -> None:
-        buffer = ""
-        async for chunk in TextReceiveStream(stream):
-            buffer += chunk
-            *complete, buffer = buffer.split("\n")
-            lines.extend(complete)
-            self.changed.set()
-            self.changed = anyio.Event()
-
-    async def wait_for(self, lines: list[str], text: str, count: int = 1) -> None:
-        while sum(text in line for line in lines) < count:
-            await self.changed.wait()
+class TLSFiles:
+    cert: Path  # the certificate alone
+    key: Path  # its private key
+    both: Path  # key and certificate in one file
+    other_key: Path  # the key of another certificate
+    encrypted_key: Path  # `key`, encrypted with a passphrase
 
 
-@asynccontextmanager
-async def serving(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Served]:
-    """Start the CLI on a free port; yields once it logs the URL it serves."""
-    process = await anyio.open_process(
-        [sys.executable, "-m", "wsapp", *args, "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("localhost"), ca.issue_cert("other.example")
+    files = TLSFiles(*(folder / name for name in ("c.pem", "k.pem", "ck.pem", "o.pem", "e.pem")))
+    issued.cert_chain_pems[0].write_to_path(files.cert)
+    issued.private_key_pem.write_to_path(files.key)
+    issued.private_key_and_cert_chain_pem.write_to_path(files.both)
+    other.private_key_pem.write_to_path(files.other_key)
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    files.encrypted_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
     )
-    served = Served(process, "")
-    try:
-        async with anyio.create_task_group() as tg:
-            assert process.stdout and process.stderr
-            tg.start_soon(served.collect, process.stdout, served.stdout)
-            tg.start_soon(served.collect, process.stderr, served.stderr)
-            await served.wait_for(served.stderr, "wsapp serving ")
-            line = next(line for line in served.stderr if "wsapp serving " in line)
-            served.url = line.split("wsapp serving ")[1].strip()
-            yield served
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    return files
+
+
+def test_tls_file_errors_name_the_file_and_the_problem(tls_files: TLSFiles) -> None:
+    missing = tls_files.cert.parent / "missing.pem"
+    folder = tls_files.cert.parent
+    cases: list[tuple[list[str], str]] = [
+        (["--certfile", str(missing)], f"certificate file {missing} does not exist"),
+        (["--certfile", str(folder)], f"cannot read certificate file {folder}: is a directory"),
+        (
+            ["--certfile", str(tls_files.cert), "--keyfile", str(missing)],
+            f"key file {missing} does not exist",
+        ),
+        (
+            ["--certfile", str(tls_files.cert)],
+            f"certificate file {tls_files.cert} holds no private key: give the key file too"
+            " (--keyfile, or keyfile= in code), or append the key to the certificate file",
+        ),
+        (
+            ["--certfile", str(tls_files.cert), "--keyfile", str(tls_files.other_key)],
+            f"the private key in {tls_files.other_key} does not match the certificate in"
+            f" {tls_files.cert}: give the key the certificate was issued for",
+        ),
+        (
+            ["--certfile", str(tls_files.key)],
+            f"certificate file {tls_files.key} holds no PEM certificate (a '-----BEGIN"
+            " CERTIFICATE-----' block); give the certificate (chain) in PEM form",
+        ),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_cli("examples.echo:app", *args, "--port", "0"), message)
+
+
+def test_an_encrypted_key_is_refused_without_prompting(tls_files: TLSFiles) -> None:
+    # OpenSSL would otherwise ask for the passphrase on the terminal and wait.
+    with pytest.raises(wsapp.ConfigError) as caught:
+        ssl_context_from_files(str(tls_files.cert), str(tls_files.encrypted_key))
+    assert str(caught.value) == (
+        f"the private key in {tls_files.encrypted_key} is encrypted and wsapp does not ask for "
+        f"passphrases: decrypt it first (openssl pkey -in {tls_files.encrypted_key} "
+        "-out decrypted-key.pem)"
+    )
+
+
+def test_a_key_file_without_its_key_says_so(tls_files: TLSFiles) -> None:
+    with pytest.raises(wsapp.ConfigError) as caught:
+        ssl_context_from_files(str(tls_files.cert), str(tls_files.cert))
+    assert str(caught.value) == (
+        f"key file {tls_files.cert} holds no PEM private key"
+        " (a '-----BEGIN ... PRIVATE KEY-----' block)"
+    )
+    assert ssl_context_from_files(str(tls_files.both))  # key and certificate in one file
+
+
+@pytest.mark.anyio
+async def test_create_server_refuses_what_the_cli_refuses(tls_files: TLSFiles) -> None:
+    app = wsapp.App()
+    with pytest.raises(wsapp.ConfigError) as caught:
+        await app.create_server("127.0.0.1", 0, keyfile=str(tls_files.key))
+    assert str(caught.value) == (
+        f"keyfile={str(tls_files.key)!r} without certfile: pass the certificate too "
+        "(certfile=...), or neither to serve without TLS"
+    )
+    context = ssl_context_from_files(str(tls_files.both))
+    with pytest.raises(wsapp.ConfigError, match=r"^both ssl_context and certfile given"):
+        await app.create_server("127.0.0.1", 0, certfile=str(tls_files.both), ssl_context=context)
+    with pytest.raises(wsapp.ConfigError) as caught:
+        await app.create_server("127.0.0.1", 99999)
+    assert str(caught.value) == "port must be 0-65535, not 99999"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ListenError) as in_use:
+            await app.create_server("127.0.0.1", port)
+    assert isinstance(in_use.value, OSError)  # code catching OSError still works
+    assert str(in_use.value) == (
+        f"cannot listen on 127.0.0.1:{port}: address already in use (is another server running?)"
+    )
+
+
+def test_help_shows_each_settings_whole_first_sentence() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsapp", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    shown = " ".join(result.stdout.split())  # argparse wraps lines at the terminal's width
+    for name, inside in [("allowed_origins", "App.allow_any_origin"), ("trusted_proxies", "10.0")]:
+        description = " ".join(str(wsapp.Settings.model_fields[name].description).split())
+        sentence = description.split(". ")[0] + "."
+        assert inside in sentence  # a period inside backticks does not end it
+        assert sentence in shown
+
+
+def test_first_sentence() -> None:
+    assert first_sentence("One `a.b` c.\n Two.") == "One `a.b` c."
+    assert first_sentence("Version 1.5 is out. More") == "Version 1.5 is out."
+    assert first_sentence("No period at all") == "No period at all"
+    assert first_sentence("Ends here.") == "Ends here."
+    assert _help("Up to 50% of it. More.") == "Up to 50%% of it."  # argparse formats help
 
 
 pytestmark_async = pytest.mark.anyio
@@ -136,7 +289,12 @@ async def test_settings_precedence_defaults_app_env_flags() -> None:
         async with connect(address) as ws:
             return dict(json.loads(await ws.recv()))
 
-    env = {"WSAPP_MAX_MESSAGE_SIZE": "222", "WSAPP_WRITE_TIMEOUT": "8", "WSAPP_DEBUG": "true"}
+    env = {
+        "WSAPP_MAX_MESSAGE_SIZE": "222",
+        "WSAPP_WRITE_TIMEOUT": "8",
+        "WSAPP_DEBUG": "true",
+        "WSAPP_TRUSTED_PROXIES": "10.0.0.0/8,unix",  # commas, as for a flag
+    }
     with anyio.fail_after(TIMEOUT):
         async with serving(
             "tests.apps.report:app",
@@ -155,6 +313,7 @@ async def test_settings_precedence_defaults_app_env_flags() -> None:
     assert seen["write_timeout"] == 9.0  # flag over environment
     assert seen["debug"] is False  # flag over environment
     assert seen["allowed_origins"] == ["https://a.example", "https://b.example"]
+    assert seen["trusted_proxies"] == ["10.0.0.0/8", "unix"]
 
 
 @pytestmark_async

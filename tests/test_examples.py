@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from examples import auth, chat_typed, echo, reader, room, subprotocols
-from tests.conftest import TIMEOUT, client, running, url
+from tests.helpers import client, running, url
 
 pytestmark = pytest.mark.anyio
 
@@ -23,9 +22,8 @@ async def test_echo() -> None:
             await ws.send(b"\x00bytes")
             return [await ws.recv(), await ws.recv()]
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(echo.app) as server:
-            assert await client(talk, url(server)) == ["text", b"\x00bytes"]
+    async with running(echo.app) as server:
+        assert await client(talk, url(server)) == ["text", b"\x00bytes"]
 
 
 async def test_auth() -> None:
@@ -38,15 +36,14 @@ async def test_auth() -> None:
         except InvalidStatus as exc:
             return exc.response.status_code, exc.response.body
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(auth.app) as server:
-            assert await client(talk, url(server)) == (401, b"a valid token is required")
-            bearer = {"Authorization": "Bearer s3cret"}
-            assert await client(talk, url(server), additional_headers=bearer) == (
-                "hello alice",
-                "hi",
-            )
-            assert await client(talk, url(server, "/?token=s3cret")) == ("hello alice", "hi")
+    async with running(auth.app) as server:
+        assert await client(talk, url(server)) == (401, b"a valid token is required")
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert await client(talk, url(server), additional_headers=bearer) == (
+            "hello alice",
+            "hi",
+        )
+        assert await client(talk, url(server, "/?token=s3cret")) == ("hello alice", "hi")
 
 
 async def test_subprotocols() -> None:
@@ -58,12 +55,11 @@ async def test_subprotocols() -> None:
         except InvalidStatus as exc:
             return exc.response.status_code
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(subprotocols.app) as server:
-            protocol, reply = await client(talk, url(server), ["json.v2", "json.v1"])
-            assert (protocol, json.loads(reply)) == ("json.v2", {"version": 2, "echo": {"n": 1}})
-            assert await client(talk, url(server), ["json.v1"]) == ("json.v1", '{"n": 1}')
-            assert await client(talk, url(server), ["xml"]) == 400
+    async with running(subprotocols.app) as server:
+        protocol, reply = await client(talk, url(server), ["json.v2", "json.v1"])
+        assert (protocol, json.loads(reply)) == ("json.v2", {"version": 2, "echo": {"n": 1}})
+        assert await client(talk, url(server), ["json.v1"]) == ("json.v1", '{"n": 1}')
+        assert await client(talk, url(server), ["xml"]) == 400
 
 
 async def test_reader() -> None:
@@ -75,9 +71,8 @@ async def test_reader() -> None:
             await ws.wait_closed()
             return total, ws.close_code
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(reader.app) as server:
-            assert await client(talk, url(server)) == ("total 42", 1000)
+    async with running(reader.app) as server:
+        assert await client(talk, url(server)) == ("total 42", 1000)
 
 
 async def test_room() -> None:
@@ -90,9 +85,8 @@ async def test_room() -> None:
                 heard = str(await alice.recv())
                 return joined, heard.split(": ", 1)[1]
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(room.app) as server:
-            joined, heard = await client(talk, server.urls[0])
+    async with running(room.app) as server:
+        joined, heard = await client(talk, server.urls[0])
     assert joined == ["joined blue (1 here)", "joined blue (2 here)", "joined red (1 here)"]
     assert heard == "hello blue"
 
@@ -121,9 +115,8 @@ async def test_chat_typed() -> None:
             await expect("ann", ann, 1)
         return seen
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(chat_typed.app) as server:
-            seen = await client(chat, url(server))
+    async with running(chat_typed.app) as server:
+        seen = await client(chat, url(server))
     said = {"type": "said", "name": "server"}
     assert seen["ann"] == [
         {**said, "text": "ann joined"},

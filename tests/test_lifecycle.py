@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.conftest import TIMEOUT, Trace, client, port, raw_peer, running, traced_app, url
+from tests.helpers import Trace, client, port, raw_peer, running, traced_app, url
 from tests.rawclient import OP_BINARY, OP_PING, OP_TEXT, RawClient, close_frame, frame
 
 pytestmark = pytest.mark.anyio
@@ -22,20 +22,20 @@ async def test_callbacks_run_in_order_and_on_close_once_on_client_close(
 ) -> None:
     caplog.set_level(logging.INFO, logger="wsapp")
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server:
+    async with running(traced_app(trace)) as server:
 
-            async def talk(address: str) -> list[str | bytes]:
-                async with connect(address) as ws:
-                    replies = []
-                    for message in ["one", b"two", "three"]:
-                        await ws.send(message)
-                        replies.append(await ws.recv())
-                    await ws.close(1000, "bye")
-                    return replies
+        async def talk(address: str) -> list[str | bytes]:
+            async with connect(address) as ws:
+                replies = []
+                messages: list[str | bytes] = ["one", b"two", "three"]
+                for message in messages:
+                    await ws.send(message)
+                    replies.append(await ws.recv())
+                await ws.close(1000, "bye")
+                return replies
 
-            assert await client(talk, url(server, "/chat")) == ["one", b"two", "three"]
-            await trace.closed.wait()
+        assert await client(talk, url(server, "/chat")) == ["one", b"two", "three"]
+        await trace.closed.wait()
     assert trace.names() == ["connect", "open", "message", "message", "message", "close"]
     assert trace.events[0] == ("connect", "/chat")
     assert trace.close_args == (True, 1000, "bye")
@@ -47,17 +47,16 @@ async def test_callbacks_run_in_order_and_on_close_once_on_client_close(
 
 async def test_server_close_reports_its_code_and_the_client_sees_it() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server:
+    async with running(traced_app(trace)) as server:
 
-            async def talk(address: str) -> tuple[int | None, str | None]:
-                async with connect(address) as ws:
-                    await ws.send("close-me")
-                    await ws.wait_closed()
-                    return ws.close_code, ws.close_reason
+        async def talk(address: str) -> tuple[int | None, str | None]:
+            async with connect(address) as ws:
+                await ws.send("close-me")
+                await ws.wait_closed()
+                return ws.close_code, ws.close_reason
 
-            assert await client(talk, url(server)) == (4000, "as you wish")
-            await trace.closed.wait()
+        assert await client(talk, url(server)) == (4000, "as you wish")
+        await trace.closed.wait()
     assert trace.close_args == (True, 4000, "as you wish")
 
 
@@ -66,18 +65,17 @@ async def test_callback_exception_closes_with_1011_and_spares_other_connections(
 ) -> None:
     trace = Trace()
     caplog.set_level(logging.ERROR, logger="wsapp")
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server:
+    async with running(traced_app(trace)) as server:
 
-            async def talk(address: str) -> tuple[int | None, str]:
-                async with connect(address) as bystander, connect(address) as victim:
-                    await victim.send("fail")
-                    await victim.wait_closed()
-                    await bystander.send("still here")
-                    return victim.close_code, str(await bystander.recv())
+        async def talk(address: str) -> tuple[int | None, str]:
+            async with connect(address) as bystander, connect(address) as victim:
+                await victim.send("fail")
+                await victim.wait_closed()
+                await bystander.send("still here")
+                return victim.close_code, str(await bystander.recv())
 
-            assert await client(talk, url(server)) == (1011, "still here")
-            await trace.wait_for("close", 2)
+        assert await client(talk, url(server)) == (1011, "still here")
+        await trace.wait_for("close", 2)
     assert ("close", True, 1011, "internal error") in trace.events
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "RuntimeError: boom" in (errors[0].exc_text or "")
@@ -85,32 +83,30 @@ async def test_callback_exception_closes_with_1011_and_spares_other_connections(
 
 async def test_oversized_message_closes_with_1009() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace, max_message_size=1000)) as server:
+    async with running(traced_app(trace, max_message_size=1000)) as server:
 
-            async def talk(address: str) -> int | None:
-                async with connect(address) as ws:
-                    await ws.send("x" * 1000)
-                    assert await ws.recv() == "x" * 1000  # exactly the limit is fine
-                    await ws.send("x" * 1001)
-                    await ws.wait_closed()
-                    return ws.close_code
+        async def talk(address: str) -> int | None:
+            async with connect(address) as ws:
+                await ws.send("x" * 1000)
+                assert await ws.recv() == "x" * 1000  # exactly the limit is fine
+                await ws.send("x" * 1001)
+                await ws.wait_closed()
+                return ws.close_code
 
-            assert await client(talk, url(server)) == 1009
-            await trace.closed.wait()
+        assert await client(talk, url(server)) == 1009
+        await trace.closed.wait()
     assert trace.close_args is not None and trace.close_args[:2] == (True, 1009)
 
 
 async def test_fragmented_oversized_message_closes_with_1009_without_buffering_it() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace, max_message_size=1000)) as raw:
-            await raw.send(frame(OP_BINARY, b"a" * 600, fin=False))
-            await raw.send(frame(0, b"a" * 600, fin=False))
-            assert (await raw.read_close())[0] == 1009
-            await raw.send(close_frame(1009))
-            await raw.read_eof()
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace, max_message_size=1000)) as raw:
+        await raw.send(frame(OP_BINARY, b"a" * 600, fin=False))
+        await raw.send(frame(0, b"a" * 600, fin=False))
+        assert (await raw.read_close())[0] == 1009
+        await raw.send(close_frame(1009))
+        await raw.read_eof()
+        await trace.closed.wait()
     assert "message" not in trace.names()
     assert trace.close_args is not None and trace.close_args[:2] == (True, 1009)
 
@@ -129,69 +125,64 @@ async def test_fragmented_oversized_message_closes_with_1009_without_buffering_i
 )
 async def test_protocol_violations_fail_the_connection(frames: list[bytes], code: int) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace)) as raw:
-            await raw.send(b"".join(frames))
-            assert (await raw.read_close())[0] == code
-            await raw.read_eof()  # failed at once, without waiting for our close frame
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(b"".join(frames))
+        assert (await raw.read_close())[0] == code
+        await raw.read_eof()  # failed at once, without waiting for our close frame
+        await trace.closed.wait()
     assert trace.close_args is not None and trace.close_args[:2] == (False, code)
     assert "message" not in trace.names()
 
 
 async def test_tcp_reset_reports_1006() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace)) as raw:
-            await raw.send(frame(OP_TEXT, b"hi"))
-            assert await raw.read_frame() == (True, OP_TEXT, b"hi")
-            await raw.reset()
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(frame(OP_TEXT, b"hi"))
+        assert await raw.read_frame() == (True, OP_TEXT, b"hi")
+        await raw.reset()
+        await trace.closed.wait()
     assert trace.close_args is not None and trace.close_args[:2] == (False, 1006)
 
 
 async def test_pong_timeout_closes_with_1011() -> None:
     trace = Trace()
     app = traced_app(trace, ping_interval=0.05, pong_timeout=0.2, close_timeout=0.5)
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(app) as raw:
-            _, opcode, _ = await raw.read_frame()
-            assert opcode == OP_PING  # and we never answer it
-            assert await raw.read_close() == (1011, "no pong within 0.2s")
-            await raw.read_eof()  # dropped after close_timeout: we never answered the close
-            await trace.closed.wait()
+    async with raw_peer(app) as raw:
+        _, opcode, _ = await raw.read_frame()
+        assert opcode == OP_PING  # and we never answer it
+        assert await raw.read_close() == (1011, "no pong within 0.2s")
+        await raw.read_eof()  # dropped after close_timeout: we never answered the close
+        await trace.closed.wait()
     assert trace.close_args == (False, 1011, "no pong within 0.2s")
 
 
 async def test_keepalive_answered_keeps_the_connection_open() -> None:
     trace = Trace()
     app = traced_app(trace, ping_interval=0.05, pong_timeout=0.5)
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(app) as raw:
-            for _ in range(3):
-                _, opcode, payload = await raw.read_frame()
-                assert opcode == OP_PING
-                await raw.send(frame(0xA, payload))
-            await raw.send(frame(OP_TEXT, b"alive"))
-            while (frame_ := await raw.read_frame())[1] == OP_PING:
-                await raw.send(frame(0xA, frame_[2]))
-            assert frame_ == (True, OP_TEXT, b"alive")
-            await raw.send(close_frame(1000))
-            assert await raw.read_close() == (1000, "")
-            await trace.closed.wait()
+    async with raw_peer(app) as raw:
+        for _ in range(3):
+            _, opcode, payload = await raw.read_frame()
+            assert opcode == OP_PING
+            await raw.send(frame(0xA, payload))
+        await raw.send(frame(OP_TEXT, b"alive"))
+        while (frame_ := await raw.read_frame())[1] == OP_PING:
+            await raw.send(frame(0xA, frame_[2]))
+        assert frame_ == (True, OP_TEXT, b"alive")
+        await raw.send(close_frame(1000))
+        assert await raw.read_close() == (1000, "")
+        await trace.closed.wait()
     assert trace.close_args == (True, 1000, "")
 
 
 async def test_server_answers_pings_with_the_same_payload() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace)) as raw:
-            await raw.send(frame(OP_PING, b"are you there"))
-            assert await raw.read_frame() == (True, 0xA, b"are you there")
-            await raw.send(close_frame(1001, "leaving"))
-            assert await raw.read_close() == (1001, "leaving")
-            await raw.read_eof()
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(frame(OP_PING, b"are you there"))
+        assert await raw.read_frame() == (True, 0xA, b"are you there")
+        await raw.send(close_frame(1001, "leaving"))
+        assert await raw.read_close() == (1001, "leaving")
+        await raw.read_eof()
+        await trace.closed.wait()
     assert trace.close_args == (True, 1001, "leaving")
 
 
@@ -213,10 +204,9 @@ async def test_write_timeout_raises_and_drops_the_connection() -> None:
     async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
         trace.record_close(was_clean, code, reason)
 
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(app) as raw:
-            await trace.closed.wait()
-            await raw.stream.aclose()
+    async with raw_peer(app) as raw:
+        await trace.closed.wait()
+        await raw.stream.aclose()
     assert len(failures) == 1 and "write timed out after 0.3s" in str(failures[0])
     assert trace.close_args == (False, 1006, "write timed out after 0.3s")
 
@@ -234,23 +224,21 @@ async def test_close_reply_that_cannot_be_delivered_is_not_clean() -> None:
     async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
         trace.record_close(was_clean, code, reason)
 
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(app) as raw:
-            await raw.read_exactly(10)  # the big message is on its way
-            await raw.send(close_frame(1000, "bye"))  # ...and we never read the reply
-            await trace.closed.wait()
+    async with raw_peer(app) as raw:
+        await raw.read_exactly(10)  # the big message is on its way
+        await raw.send(close_frame(1000, "bye"))  # ...and we never read the reply
+        await trace.closed.wait()
     assert trace.close_args == (False, 1000, "bye")
 
 
 async def test_close_timeout_drops_a_peer_that_never_answers_the_close() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace, close_timeout=0.2)) as server:
-            async with RawClient.connect(port(server)) as raw:
-                await raw.send(frame(OP_TEXT, b"close-me"))
-                assert await raw.read_close() == (4000, "as you wish")
-                await raw.read_eof()  # we never answered: the server gave up and closed TCP
-                await trace.closed.wait()
+    async with running(traced_app(trace, close_timeout=0.2)) as server:
+        async with RawClient.connect(port(server)) as raw:
+            await raw.send(frame(OP_TEXT, b"close-me"))
+            assert await raw.read_close() == (4000, "as you wish")
+            await raw.read_eof()  # we never answered: the server gave up and closed TCP
+            await trace.closed.wait()
     assert trace.close_args == (False, 4000, "as you wish")
 
 
@@ -272,13 +260,12 @@ async def test_a_callback_outliving_its_connection_is_cancelled_after_close_time
     async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
         trace.record_close(was_clean, code, reason)
 
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(app) as raw:
-            await raw.send(frame(OP_TEXT, b"hang"))
-            await trace.wait_for("message")
-            await raw.send(close_frame(1000, "bye"))
-            assert await raw.read_close() == (1000, "bye")
-            await trace.closed.wait()
+    async with raw_peer(app) as raw:
+        await raw.send(frame(OP_TEXT, b"hang"))
+        await trace.wait_for("message")
+        await raw.send(close_frame(1000, "bye"))
+        assert await raw.read_close() == (1000, "bye")
+        await trace.closed.wait()
     assert trace.names() == ["message", "cancelled", "close"]
     assert trace.close_args == (True, 1000, "bye")
     assert "still ran after close; cancelled" in wsapp_logs.text
@@ -287,21 +274,19 @@ async def test_a_callback_outliving_its_connection_is_cancelled_after_close_time
 
 async def test_data_after_the_peer_closed_is_ignored() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace)) as raw:
-            await raw.send(close_frame(1000) + frame(OP_TEXT, b"too late"))
-            assert await raw.read_close() == (1000, "")
-            await raw.read_eof()
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(close_frame(1000) + frame(OP_TEXT, b"too late"))
+        assert await raw.read_close() == (1000, "")
+        await raw.read_eof()
+        await trace.closed.wait()
     assert "message" not in trace.names()
 
 
 async def test_messages_sent_before_the_close_frame_are_all_handled() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with raw_peer(traced_app(trace)) as raw:
-            burst = b"".join(frame(OP_TEXT, str(i).encode()) for i in range(20))
-            await raw.send(burst + close_frame(1000))
-            assert (await raw.read_close()) == (1000, "")
-            await trace.closed.wait()
+    async with raw_peer(traced_app(trace)) as raw:
+        burst = b"".join(frame(OP_TEXT, str(i).encode()) for i in range(20))
+        await raw.send(burst + close_frame(1000))
+        assert (await raw.read_close()) == (1000, "")
+        await trace.closed.wait()
     assert [e[1] for e in trace.events if e[0] == "message"] == [str(i) for i in range(20)]

@@ -10,8 +10,16 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, client, hooked_app, running, url
-from tests.test_cli import run_cli, serving
+from tests.helpers import (
+    ONE_CONNECTION_RUN,
+    Trace,
+    client,
+    hooked_app,
+    run_cli,
+    running,
+    serving,
+    url,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -23,12 +31,11 @@ async def test_hooks_run_in_order_around_the_connections() -> None:
         async with connect(address) as ws:
             return await ws.recv()
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(hooked_app(trace)) as server:
-            assert trace.names() == ["startup 1", "startup 2"]  # before serving
-            assert await client(greeting, url(server)) == "hello from startup"
-            await trace.wait_for("close")
-        assert trace.names() == ONE_CONNECTION_RUN
+    async with running(hooked_app(trace)) as server:
+        assert trace.names() == ["startup 1", "startup 2"]  # before serving
+        assert await client(greeting, url(server)) == "hello from startup"
+        await trace.wait_for("close")
+    assert trace.names() == ONE_CONNECTION_RUN
 
 
 async def test_shutdown_hooks_run_after_open_connections_are_closed() -> None:
@@ -39,22 +46,21 @@ async def test_shutdown_hooks_run_after_open_connections_are_closed() -> None:
             await ws.wait_closed()
             return ws.close_code
 
-    with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg, running(hooked_app(trace)) as server:
-            codes: list[int | None] = []
+    async with anyio.create_task_group() as tg, running(hooked_app(trace)) as server:
+        codes: list[int | None] = []
 
-            async def run_client() -> None:
-                codes.append(await client(stay, url(server)))
+        async def run_client() -> None:
+            codes.append(await client(stay, url(server)))
 
-            tg.start_soon(run_client)
-            await trace.wait_for("open")
-            server.shutdown()
-        assert codes == [1001]
-        assert trace.events[-3:] == [
-            ("close", True, 1001, "server shutting down"),
-            ("shutdown 1",),
-            ("shutdown 2",),
-        ]
+        tg.start_soon(run_client)
+        await trace.wait_for("open")
+        server.shutdown()
+    assert codes == [1001]
+    assert trace.events[-3:] == [
+        ("close", True, 1001, "server shutting down"),
+        ("shutdown 1",),
+        ("shutdown 2",),
+    ]
 
 
 async def test_a_failing_start_up_hook_stops_the_server_before_it_serves() -> None:
@@ -69,19 +75,18 @@ async def test_a_failing_start_up_hook_stops_the_server_before_it_serves() -> No
     def close_database() -> None:
         shutdowns.append("ran")
 
-    with anyio.fail_after(TIMEOUT):
-        server = await app.create_server("127.0.0.1", 0)
-        with pytest.raises(wsapp.LifespanError) as failed:
-            await server.serve()
-        assert str(failed.value) == (
-            "start-up hook 'test_a_failing_start_up_hook_stops_the_server_before_it_serves"
-            ".<locals>.connect_database' failed: ConnectionRefusedError: database unreachable"
-        )
-        # Nothing listens any more, and the shutdown of what never started is not run.
-        host, port = server.urls[0].removeprefix("ws://").rsplit(":", 1)
-        with pytest.raises(OSError, match=r"refused|connect"):
-            await anyio.connect_tcp(host, int(port))
-        assert shutdowns == []
+    server = await app.create_server("127.0.0.1", 0)
+    with pytest.raises(wsapp.LifespanError) as failed:
+        await server.serve()
+    assert str(failed.value) == (
+        "start-up hook 'test_a_failing_start_up_hook_stops_the_server_before_it_serves"
+        ".<locals>.connect_database' failed: ConnectionRefusedError: database unreachable"
+    )
+    # Nothing listens any more, and the shutdown of what never started is not run.
+    host, port = server.urls[0].removeprefix("ws://").rsplit(":", 1)
+    with pytest.raises(OSError, match=r"refused|connect"):
+        await anyio.connect_tcp(host, int(port))
+    assert shutdowns == []
 
 
 async def test_every_shutdown_hook_runs_even_when_one_fails() -> None:
@@ -97,11 +102,10 @@ async def test_every_shutdown_hook_runs_even_when_one_fails() -> None:
     async def close_pool() -> None:
         ran.append("pool")
 
-    with anyio.fail_after(TIMEOUT):
-        server = await app.create_server("127.0.0.1", 0)
-        server.shutdown()  # serve starts up, then stops at once
-        with pytest.raises(wsapp.LifespanError, match=r"shutdown hook\(s\) \['.*flush_cache'\]"):
-            await server.serve()
+    server = await app.create_server("127.0.0.1", 0)
+    server.shutdown()  # serve starts up, then stops at once
+    with pytest.raises(wsapp.LifespanError, match=r"shutdown hook\(s\) \['.*flush_cache'\]"):
+        await server.serve()
     assert ran == ["flush", "pool"]
 
 
@@ -129,10 +133,9 @@ async def test_cli_runs_the_hooks_around_a_signal_shutdown(
     fail: str | None, exit_code: int
 ) -> None:
     env = {"HOOKS_FAIL": fail} if fail else {}
-    with anyio.fail_after(TIMEOUT):
-        async with serving("tests.apps.hooks:app", env=env) as served:
-            assert served.stdout == ["startup"]
-            served.process.send_signal(signal.SIGTERM)
+    async with serving("tests.apps.hooks:app", env=env) as served:
+        assert served.stdout == ["startup"]
+        served.process.send_signal(signal.SIGTERM)
     assert served.process.returncode == exit_code
     if fail:
         assert "wsapp: error: shutdown hook(s) ['close_pool'] failed" in "\n".join(served.stderr)

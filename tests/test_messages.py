@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-import anyio
 import pytest
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic needs it for TypedDicts before 3.12
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.conftest import TIMEOUT, client, running, url
+from tests.helpers import client, running, url
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +58,8 @@ async def talk(
                 return got, ws.close_code, ws.close_reason
             return got, None, None
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(app) as server:
-            got, code, reason = await client(run, url(server))
+    async with running(app) as server:
+        got, code, reason = await client(run, url(server))
     decoded = [json.loads(m) if isinstance(m, str) and m[:1] in "[{" else m for m in got]
     return decoded, code, reason
 

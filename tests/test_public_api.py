@@ -16,6 +16,7 @@ PUBLIC = [
     "Connector",
     "Headers",
     "InvalidMessage",
+    "JoinRefused",
     "LifespanError",
     "Message",
     "MutableHeaders",

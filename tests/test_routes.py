@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 import wsapp
 from examples import counters
-from tests.conftest import client, running, url
+from tests.helpers import client, running, url
 from wsapp.asyncapi import asyncapi_document
 from wsapp.testing import HandshakeRefused, TestClient
 

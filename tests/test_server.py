@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect, unix_connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import wsapp
-from tests.conftest import TIMEOUT, Trace, client, port, running, traced_app, url
+from tests.helpers import Trace, client, port, running, traced_app, url
 from tests.rawclient import OP_TEXT, RawClient, frame, handshake
 
 pytestmark = pytest.mark.anyio
@@ -43,18 +43,17 @@ async def test_tls() -> None:
             seen.append(self.conn.request.scheme)
             await self.conn.send(message)
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(app, ssl_context=server_context) as server:
-            assert server.urls[0].startswith("wss://127.0.0.1:")
-            assert await client(echo_once, url(server, "/secure"), ssl=client_context) == "ping"
-            # A plain-text client does not get through, and does not hurt the server.
-            stream = await anyio.connect_tcp("127.0.0.1", port(server))
-            async with stream:
-                await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
-                    while await stream.receive():
-                        pass
-            assert await client(echo_once, url(server, "/secure"), ssl=client_context) == "ping"
+    async with running(app, ssl_context=server_context) as server:
+        assert server.urls[0].startswith("wss://127.0.0.1:")
+        assert await client(echo_once, url(server, "/secure"), ssl=client_context) == "ping"
+        # A plain-text client does not get through, and does not hurt the server.
+        stream = await anyio.connect_tcp("127.0.0.1", port(server))
+        async with stream:
+            await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                while await stream.receive():
+                    pass
+        assert await client(echo_once, url(server, "/secure"), ssl=client_context) == "ping"
     assert seen == ["wss", "wss"]
 
 
@@ -67,9 +66,8 @@ async def test_certfile_and_keyfile(tmp_path: Path) -> None:
     client_context = ssl.create_default_context()
     authority.configure_trust(client_context)
     app = traced_app(Trace())
-    with anyio.fail_after(TIMEOUT):
-        async with running(app, certfile=str(certfile), keyfile=str(keyfile)) as server:
-            assert await client(echo_once, url(server), ssl=client_context) == "ping"
+    async with running(app, certfile=str(certfile), keyfile=str(keyfile)) as server:
+        assert await client(echo_once, url(server), ssl=client_context) == "ping"
 
 
 async def test_unix_socket(tmp_path: Path) -> None:
@@ -82,14 +80,11 @@ async def test_unix_socket(tmp_path: Path) -> None:
             await ws.send("via unix")
             return await ws.recv()
 
-    with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg:
-            server = await tg.start(
-                lambda task_status: app.serve(uds=path, task_status=task_status)
-            )
-            assert server.urls == [f"ws+unix://{path}"]
-            assert await client(over_unix) == "via unix"
-            server.shutdown()
+    async with anyio.create_task_group() as tg:
+        server = await tg.start(lambda task_status: app.serve(uds=path, task_status=task_status))
+        assert server.urls == [f"ws+unix://{path}"]
+        assert await client(over_unix) == "via unix"
+        server.shutdown()
     opened = [event[1] for event in trace.events if event[0] == "open"]
     assert opened[0].request.client is None
 
@@ -108,11 +103,11 @@ async def test_compression_negotiated_when_enabled_with_parameters() -> None:
     async def deflated(address: str) -> tuple[str, Any]:
         async with connect(address) as ws:  # websockets offers permessage-deflate by default
             await ws.send("abc" * 10000)
+            assert ws.response is not None
             return ws.response.headers["Sec-WebSocket-Extensions"], await ws.recv()
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(app) as server:
-            header, echoed = await client(deflated, url(server))
+    async with running(app) as server:
+        header, echoed = await client(deflated, url(server))
     assert header.startswith("permessage-deflate")
     assert "server_max_window_bits=10" in header
     assert echoed == "abc" * 10000
@@ -121,16 +116,15 @@ async def test_compression_negotiated_when_enabled_with_parameters() -> None:
 async def test_compressed_frames_on_the_wire_are_smaller() -> None:
     app = traced_app(Trace(), compression=True)
     offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-    with anyio.fail_after(TIMEOUT):
-        async with running(app) as server, RawClient.connect(port(server), extra=offer) as raw:
-            assert b"sec-websocket-extensions: permessage-deflate" in raw.response_head.lower()
-            compressor = zlib.compressobj(wbits=-15)
-            body = compressor.compress(b"hello " * 1000) + compressor.flush(zlib.Z_SYNC_FLUSH)
-            await raw.send(frame(OP_TEXT, body[:-4], rsv=0b100))
-            fin, opcode, payload = await raw.read_frame()
-            assert len(payload) < 100  # 6000 bytes of text, compressed by the server
-            inflated = zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
-            assert (fin, opcode, inflated) == (True, OP_TEXT, b"hello " * 1000)
+    async with running(app) as server, RawClient.connect(port(server), extra=offer) as raw:
+        assert b"sec-websocket-extensions: permessage-deflate" in raw.response_head.lower()
+        compressor = zlib.compressobj(wbits=-15)
+        body = compressor.compress(b"hello " * 1000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        await raw.send(frame(OP_TEXT, body[:-4], rsv=0b100))
+        fin, opcode, payload = await raw.read_frame()
+        assert len(payload) < 100  # 6000 bytes of text, compressed by the server
+        inflated = zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+        assert (fin, opcode, inflated) == (True, OP_TEXT, b"hello " * 1000)
 
 
 @pytest.mark.parametrize("where", ["default", "on_connect"])
@@ -148,24 +142,23 @@ async def test_compression_off_sends_no_extension(where: str) -> None:
     async def negotiated(address: str) -> tuple[Any, Any]:
         async with connect(address, extensions=[ClientPerMessageDeflateFactory()]) as ws:
             await ws.send("plain")
+            assert ws.response is not None
             return ws.response.headers.get("Sec-WebSocket-Extensions"), await ws.recv()
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(app) as server:
-            assert await client(negotiated, url(server)) == (None, "plain")
+    async with running(app) as server:
+        assert await client(negotiated, url(server)) == (None, "plain")
 
 
 async def test_incomplete_handshake_is_dropped_after_handshake_timeout() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace, handshake_timeout=0.3)) as server:
-            async with await anyio.connect_tcp("127.0.0.1", port(server)) as slow:
-                await slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ...and never the rest
-                with anyio.fail_after(2):
-                    with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
-                        await slow.receive()
-            # A normal client is unaffected.
-            assert await client(echo_once, url(server)) == "ping"
+    async with running(traced_app(trace, handshake_timeout=0.3)) as server:
+        async with await anyio.connect_tcp("127.0.0.1", port(server)) as slow:
+            await slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ...and never the rest
+            with anyio.fail_after(2):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await slow.receive()
+        # A normal client is unaffected.
+        assert await client(echo_once, url(server)) == "ping"
     assert trace.names().count("open") == 1
 
 
@@ -178,14 +171,13 @@ async def test_on_connect_that_hangs_is_bounded_by_handshake_timeout(
     async def stuck(conn: wsapp.Connection, request: wsapp.Request) -> None:
         await anyio.sleep_forever()
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(app) as server:
-            async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
-                await stream.send(handshake())
-                response = await stream.receive()
-                assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
-                assert response.endswith(b"\r\n\r\non_connect timed out\n")
-            assert server.active_connections == 0
+    async with running(app) as server:
+        async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
+            await stream.send(handshake())
+            response = await stream.receive()
+            assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+            assert response.endswith(b"\r\n\r\non_connect timed out\n")
+        assert server.active_connections == 0
     assert "did not finish within handshake_timeout (0.3s); refused with 503" in caplog.text
 
 
@@ -201,16 +193,15 @@ async def test_graceful_shutdown_with_100_connections() -> None:
         await asyncio.gather(*(ws.wait_closed() for ws in sockets))
         return [ws.close_code for ws in sockets]
 
-    with anyio.fail_after(TIMEOUT):
-        async with running(traced_app(trace)) as server, anyio.create_task_group() as tg:
+    async with running(traced_app(trace)) as server, anyio.create_task_group() as tg:
 
-            async def run_clients() -> None:
-                codes.extend(await client(hundred, url(server)))
+        async def run_clients() -> None:
+            codes.extend(await client(hundred, url(server)))
 
-            tg.start_soon(run_clients)
-            await trace.wait_for("message", 100)
-            assert server.active_connections == 100
-            server.shutdown()
+        tg.start_soon(run_clients)
+        await trace.wait_for("message", 100)
+        assert server.active_connections == 100
+        server.shutdown()
     assert codes == [1001] * 100
     closes = [event for event in trace.events if event[0] == "close"]
     assert len(closes) == 100 and {event[2] for event in closes} == {1001}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Literal
 
-import anyio
 import pytest
 
 import wsapp
 from examples import auth, chat_typed, echo, subprotocols
-from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, hooked_app, traced_app
+from tests.helpers import ONE_CONNECTION_RUN, TIMEOUT, Trace, hooked_app, traced_app
 from wsapp.testing import HandshakeRefused, TestClient, connect
 
 pytestmark = pytest.mark.anyio
@@ -17,70 +17,66 @@ pytestmark = pytest.mark.anyio
 
 async def test_messages_both_ways_and_a_clean_close() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with connect(traced_app(trace), "/chat?x=1") as ws:
-            await ws.send("text")
-            assert await ws.receive() == "text"
-            await ws.send(b"\x00binary")
-            assert await ws.receive_bytes() == b"\x00binary"
-            await ws.send_json({"n": 1})
-            assert await ws.receive_json() == {"n": 1}
-        # Leaving the block closes with 1000 and waits for the app's on_close.
-        assert ws.close_code == 1000
-        assert trace.close_args == (True, 1000, "")
-        assert trace.names() == ["connect", "open", "message", "message", "message", "close"]
-        assert trace.events[0] == ("connect", "/chat")
+    async with connect(traced_app(trace), "/chat?x=1") as ws:
+        await ws.send("text")
+        assert await ws.receive() == "text"
+        await ws.send(b"\x00binary")
+        assert await ws.receive_bytes() == b"\x00binary"
+        await ws.send_json({"n": 1})
+        assert await ws.receive_json() == {"n": 1}
+    # Leaving the block closes with 1000 and waits for the app's on_close.
+    assert ws.close_code == 1000
+    assert trace.close_args == (True, 1000, "")
+    assert trace.names() == ["connect", "open", "message", "message", "message", "close"]
+    assert trace.events[0] == ("connect", "/chat")
 
 
 async def test_receive_times_out_instead_of_hanging() -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with connect(echo.app, timeout=0.05) as ws:
-            with pytest.raises(TimeoutError, match=r"no message from the app within 0.05s"):
-                await ws.receive()
-            await ws.send("still open")
-            assert await ws.receive(timeout=TIMEOUT) == "still open"
+    async with connect(echo.app, timeout=0.05) as ws:
+        with pytest.raises(TimeoutError, match=r"no message from the app within 0.05s"):
+            await ws.receive()
+        await ws.send("still open")
+        assert await ws.receive(timeout=TIMEOUT) == "still open"
 
 
 async def test_close_codes_and_reasons_both_ways() -> None:
     trace = Trace()
     app = traced_app(trace)
-    with anyio.fail_after(TIMEOUT):
-        async with connect(app) as ws:
-            await ws.send("close-me")
-            with pytest.raises(wsapp.ConnectionClosed) as closed:
-                await ws.receive()
-            assert (closed.value.code, closed.value.reason) == (4000, "as you wish")
-            assert (ws.close_code, ws.close_reason) == (4000, "as you wish")
-        assert trace.close_args == (True, 4000, "as you wish")
+    async with connect(app) as ws:
+        await ws.send("close-me")
+        with pytest.raises(wsapp.ConnectionClosed) as closed:
+            await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4000, "as you wish")
+        assert (ws.close_code, ws.close_reason) == (4000, "as you wish")
+    assert trace.close_args == (True, 4000, "as you wish")
 
-        async with connect(app) as ws:
-            await ws.close(4001, "test done")
-        assert trace.close_args == (True, 4001, "test done")
+    async with connect(app) as ws:
+        await ws.close(4001, "test done")
+    assert trace.close_args == (True, 4001, "test done")
 
-        async with connect(app) as ws:
-            await ws.send("fail")  # the handler raises
-            await ws.wait_closed()
-            assert ws.close_code == 1011
-        assert trace.close_args == (True, 1011, "internal error")
+    async with connect(app) as ws:
+        await ws.send("fail")  # the handler raises
+        await ws.wait_closed()
+        assert ws.close_code == 1011
+    assert trace.close_args == (True, 1011, "internal error")
 
 
 async def test_refusals_carry_status_headers_and_body() -> None:
-    with anyio.fail_after(TIMEOUT):
-        with pytest.raises(HandshakeRefused) as refused:
-            async with connect(auth.app, "/"):
-                pass
-        assert refused.value.status == 401
-        assert refused.value.headers["www-authenticate"] == "Bearer"
-        assert refused.value.body == b"a valid token is required"
-        assert "refused with 401" in str(refused.value)
+    with pytest.raises(HandshakeRefused) as refused:
+        async with connect(auth.app, "/"):
+            pass
+    assert refused.value.status == 401
+    assert refused.value.headers["www-authenticate"] == "Bearer"
+    assert refused.value.body == b"a valid token is required"
+    assert "refused with 401" in str(refused.value)
 
-        with pytest.raises(HandshakeRefused) as refused:
-            async with connect(auth.app, "/", headers={"Origin": "https://evil.example"}):
-                pass
-        assert refused.value.status == 403
+    with pytest.raises(HandshakeRefused) as refused:
+        async with connect(auth.app, "/", headers={"Origin": "https://evil.example"}):
+            pass
+    assert refused.value.status == 403
 
-        async with connect(auth.app, "/", headers=[("Authorization", "Bearer s3cret")]) as ws:
-            assert await ws.receive() == "hello alice"
+    async with connect(auth.app, "/", headers=[("Authorization", "Bearer s3cret")]) as ws:
+        assert await ws.receive() == "hello alice"
 
 
 async def test_subprotocol_response_headers_path_params_and_client_address() -> None:
@@ -95,53 +91,48 @@ async def test_subprotocol_response_headers_path_params_and_client_address() -> 
             request = self.conn.request
             await self.conn.send(f"{request.path_params['seat'] + 1} {request.client}")
 
-    with anyio.fail_after(TIMEOUT):
-        async with connect(app, "/rooms/blue/41", subprotocols=["v1", "v2"]) as ws:
-            assert ws.subprotocol == "v2"
-            assert ws.response_headers["x-room"] == "blue"
-            assert await ws.receive() == "42 Address(host='127.0.0.1', port=50000)"
-        with pytest.raises(HandshakeRefused) as refused:
-            async with connect(app, "/rooms/blue/not-a-number"):
-                pass
-        assert refused.value.status == 404
+    async with connect(app, "/rooms/blue/41", subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v2"
+        assert ws.response_headers["x-room"] == "blue"
+        assert await ws.receive() == "42 Address(host='127.0.0.1', port=50000)"
+    with pytest.raises(HandshakeRefused) as refused:
+        async with connect(app, "/rooms/blue/not-a-number"):
+            pass
+    assert refused.value.status == 404
 
 
 async def test_settings_overrides_apply_to_the_client_run() -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with connect(echo.app, max_message_size=10) as ws:
-            await ws.send("x" * 11)
-            await ws.wait_closed()
-        assert (ws.close_code, ws.close_reason) == (1009, "message over 10 bytes")
+    async with connect(echo.app, max_message_size=10) as ws:
+        await ws.send("x" * 11)
+        await ws.wait_closed()
+    assert (ws.close_code, ws.close_reason) == (1009, "message over 10 bytes")
 
 
 async def test_an_exception_in_the_test_body_comes_out_as_itself() -> None:
-    with anyio.fail_after(TIMEOUT):
-        with pytest.raises(LookupError, match="from the test"):
-            async with connect(echo.app):
-                raise LookupError("from the test")
+    with pytest.raises(LookupError, match="from the test"):
+        async with connect(echo.app):
+            raise LookupError("from the test")
 
 
 async def test_connect_alone_is_one_whole_run_with_the_hooks() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with connect(hooked_app(trace)) as ws:
-            assert await ws.receive() == "hello from startup"  # app.state, set by a hook
+    async with connect(hooked_app(trace)) as ws:
+        assert await ws.receive() == "hello from startup"  # app.state, set by a hook
     assert trace.names() == ONE_CONNECTION_RUN
 
 
 async def test_an_entered_client_shares_one_run_between_connections() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with TestClient(hooked_app(trace)) as client:
-            async with client.connect() as first, client.connect() as second:
-                await first.send("1")
-                await second.send("2")
-                assert await first.receive_text() == await second.receive_text()  # greetings
-                assert (await first.receive(), await second.receive()) == ("1", "2")
-            assert trace.names().count("close") == 2
-        assert trace.names()[:2] == ["startup 1", "startup 2"]
-        assert trace.names()[-2:] == ["shutdown 1", "shutdown 2"]
-        assert len(trace.names()) == 2 + 2 * 2 + 2  # one run: each hook once
+    async with TestClient(hooked_app(trace)) as client:
+        async with client.connect() as first, client.connect() as second:
+            await first.send("1")
+            await second.send("2")
+            assert await first.receive_text() == await second.receive_text()  # greetings
+            assert (await first.receive(), await second.receive()) == ("1", "2")
+        assert trace.names().count("close") == 2
+    assert trace.names()[:2] == ["startup 1", "startup 2"]
+    assert trace.names()[-2:] == ["shutdown 1", "shutdown 2"]
+    assert len(trace.names()) == 2 + 2 * 2 + 2  # one run: each hook once
 
 
 async def test_a_failing_start_up_hook_fails_the_client_with_its_name() -> None:
@@ -151,25 +142,23 @@ async def test_a_failing_start_up_hook_fails_the_client_with_its_name() -> None:
     async def connect_database() -> None:
         raise ConnectionRefusedError("db is down")
 
-    with anyio.fail_after(TIMEOUT):
-        with pytest.raises(wsapp.LifespanError, match=r"'.*connect_database' failed: .*db is down"):
-            async with connect(app):
-                pass
+    with pytest.raises(wsapp.LifespanError, match=r"'.*connect_database' failed: .*db is down"):
+        async with connect(app):
+            pass
 
 
 async def test_mixing_sync_and_async_use_of_one_client_is_refused() -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with TestClient(echo.app) as client:
-            with pytest.raises(RuntimeError, match=r"use `async with client\.connect"):
-                with client.connect():
-                    pass
+    async with TestClient(echo.app) as client:
+        with pytest.raises(RuntimeError, match=r"use `async with client\.connect"):
+            with client.connect():
+                pass
 
 
 # Plain tests: the sync form runs the app in a portal thread, on asyncio or Trio.
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_sync_use(backend: str) -> None:
+def test_sync_use(backend: Literal["asyncio", "trio"]) -> None:
     trace = Trace()
     with TestClient(hooked_app(trace), backend=backend) as client:
         with client.connect() as a, client.connect() as b:
@@ -243,14 +232,13 @@ def test_the_fixture_explains_a_missing_app_fixture(pytester: pytest.Pytester) -
 
 
 async def test_models_and_json_go_out_as_json_text() -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with connect(chat_typed.app) as ws:
-            await ws.send(chat_typed.Join(type="join", name="ann"))
-            assert await ws.receive_json() == {
-                "type": "said",
-                "name": "server",
-                "text": "ann joined",
-            }
-            assert await ws.receive_json() == {"type": "welcome", "members": ["ann"]}
-            await ws.send_json({"type": "say", "text": chat_typed.Said(name="x", text="y")})
-            assert (await ws.receive_json())["type"] == "error"  # text must be a string
+    async with connect(chat_typed.app) as ws:
+        await ws.send(chat_typed.Join(type="join", name="ann"))
+        assert await ws.receive_json() == {
+            "type": "said",
+            "name": "server",
+            "text": "ann joined",
+        }
+        assert await ws.receive_json() == {"type": "welcome", "members": ["ann"]}
+        await ws.send_json({"type": "say", "text": chat_typed.Said(name="x", text="y")})
+        assert (await ws.receive_json())["type"] == "error"  # text must be a string

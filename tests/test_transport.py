@@ -15,6 +15,7 @@ from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame
 from wsapp.connection import Connection
 from wsapp.inbox import Inbox
 from wsapp.protocol import PreparedMessage
+from wsapp.rooms import Rooms
 from wsapp.server.transport import SocketTransport
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,7 @@ async def accepted(settings: wsapp.Settings | None = None) -> AsyncIterator[Pair
             server_end = await listener.listeners[0].accept()  # type: ignore[attr-defined]
             transport = SocketTransport(server_end, settings, KEY)
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
-            conn = Connection(request, settings, transport)
+            conn = Connection(request, settings, transport, rooms=Rooms())
             assert not transport.opened
             assert await transport.accept(conn)
             assert transport.opened
@@ -58,10 +59,10 @@ async def accepted(settings: wsapp.Settings | None = None) -> AsyncIterator[Pair
 
 async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given() -> None:
     async with accepted() as pair:
-        shared = PreparedMessage("to everyone")
+        shared = PreparedMessage.of("to everyone")
         assert pair.transport.push(shared, 1 << 20)
         await pair.transport.send("to you")
-        assert pair.transport.push(PreparedMessage(b"\x00" * 70000), 1 << 20)
+        assert pair.transport.push(PreparedMessage.of(b"\x00" * 70000), 1 << 20)
         await pair.transport.send(b"bytes to you")
         assert await pair.peer.read_frame() == (True, OP_TEXT, b"to everyone")
         assert await pair.peer.read_frame() == (True, OP_TEXT, b"to you")
@@ -71,11 +72,11 @@ async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given() ->
 
 async def test_push_refuses_beyond_the_limit_of_unsent_bytes_and_queues_nothing() -> None:
     async with accepted() as pair:
-        message = PreparedMessage("x" * 100)  # a 102-byte frame
+        message = PreparedMessage.of("x" * 100)  # a 102-byte frame
         # Nothing is written between pushes (push never waits), so the unsent bytes add up.
         results = [pair.transport.push(message, 500) for _ in range(6)]
         assert results == [True, True, True, True, False, False]
-        assert not pair.transport.push(PreparedMessage("y" * 600), 500)  # larger than the limit
+        assert not pair.transport.push(PreparedMessage.of("y" * 600), 500)  # larger than the limit
         await pair.transport.send("after")
         for _ in range(4):
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"x" * 100)
@@ -85,7 +86,8 @@ async def test_push_refuses_beyond_the_limit_of_unsent_bytes_and_queues_nothing(
 async def test_push_is_refused_once_the_connection_is_closing() -> None:
     async with accepted() as pair:
         await pair.transport.close(1000, "bye")
-        assert not pair.transport.push(PreparedMessage("late"), 1 << 20)
+        with pytest.raises(wsapp.ConnectionClosed):
+            pair.transport.push(PreparedMessage.of("late"), 1 << 20)
         assert await pair.peer.read_close() == (1000, "bye")
         await pair.peer.send(close_frame(1000))
         await pair.peer.read_eof()

@@ -9,6 +9,7 @@ from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
 from wsapp.protocol import CloseCode
 from wsapp.request import Address, Request
+from wsapp.rooms import JoinRefused
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
 from wsapp.transport import Message
@@ -23,6 +24,7 @@ __all__ = [
     "Connector",
     "Headers",
     "InvalidMessage",
+    "JoinRefused",
     "LifespanError",
     "Message",
     "MutableHeaders",

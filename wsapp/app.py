@@ -10,16 +10,30 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
+from pydantic import BaseModel
+from pydantic_core import to_json
 
 from wsapp.asgi import ASGIAdapter, Receive, Scope, Send
-from wsapp.endpoint import CallbackDecorators, Connector, ConnectorEndpoint, FunctionEndpoint
+from wsapp.connection import Connection
+from wsapp.endpoint import (
+    CallbackDecorators,
+    Connector,
+    ConnectorEndpoint,
+    FunctionEndpoint,
+    as_async,
+    check_signature,
+)
+from wsapp.lifecycle import serving
 from wsapp.lifespan import Lifespan
 from wsapp.log import logger
 from wsapp.messages import DispatchPolicy
+from wsapp.protocol import PreparedMessage
+from wsapp.protocol.frames import OPCODE_TEXT
+from wsapp.rooms import Rooms
 from wsapp.routing import Router
 from wsapp.server import Backend, Server, run_server
 from wsapp.server.listeners import open_listeners, ssl_context_from_files
-from wsapp.settings import Settings, resolve_settings
+from wsapp.settings import ConfigError, Settings, resolve_settings, unknown_setting
 
 __all__ = ["App", "RouteHandlers", "run_app"]
 
@@ -76,6 +90,9 @@ class App(CallbackDecorators):
             takes: `"reply"` (an error reply; the connection stays) or `"close"` (1007).
             An `@app.on_invalid` callback overrides it.
         binary_json: Decode binary messages as JSON too (text messages always are).
+        on_slow: What a broadcast does to a member that cannot keep up (more than its
+            `outbound_budget` unsent): `"close"` it with 1008, or `"drop"` the message for
+            it. See "Rooms and broadcasting".
         **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
 
     The decorators `on_connect`, `on_open`, `on_message`, `on_invalid` and `on_close`
@@ -89,6 +106,7 @@ class App(CallbackDecorators):
             it is served).
         router: Its routes, matched in declaration order.
         hooks: Its start-up and shutdown hooks.
+        rooms: Its [Rooms][wsapp.rooms.Rooms] in this process: members, counts, presence.
         state: A namespace for resources shared by all connections (`app.state.db = ...`),
             typically set by an `on_startup` hook.
     """
@@ -100,20 +118,23 @@ class App(CallbackDecorators):
         concurrency: int = 1,
         on_invalid: Literal["reply", "close"] = "reply",
         binary_json: bool = False,
+        on_slow: Literal["close", "drop"] = "close",
         **overrides: Any,
     ) -> None:
         base = settings if settings is not None else Settings()
-        unknown = set(overrides) - set(Settings.model_fields)
-        if unknown:
-            raise TypeError(
-                f"App() got unknown setting(s) {sorted(unknown)}; see wsapp.Settings for the list"
-            )
+        # A TypeError, as for any unexpected keyword argument; a bad value is a ConfigError.
+        for name in sorted(overrides):
+            if name not in Settings.model_fields:
+                raise TypeError(f"App() got an {unknown_setting(name)}")
         values = {**base.model_dump(exclude_unset=True), **overrides}
-        self.settings = Settings.model_validate(values)
-        self._default = FunctionEndpoint(DispatchPolicy(concurrency, on_invalid, binary_json))
+        self.settings = Settings(**values)
+        self._default = FunctionEndpoint(
+            DispatchPolicy(concurrency, on_invalid, binary_json, on_slow)
+        )
         self.router = Router()
         self.state = SimpleNamespace()
         self.hooks = Lifespan()
+        self.rooms = Rooms()
         self._asgi = ASGIAdapter(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,6 +156,15 @@ class App(CallbackDecorators):
         self.hooks.add("startup", function)
         return function
 
+    def background(self, function: F) -> F:
+        """Declare a background task: `async def` with no arguments, started once the
+        start-up hooks have run and cancelled when the app stops, before the shutdown hooks
+        (a ticker that broadcasts, a consumer of a queue). One that raises is logged; the
+        connections go on being served.
+        """
+        self.hooks.add("background", function)
+        return function
+
     def on_shutdown(self, function: F) -> F:
         """Declare a shutdown hook (sync or async, no arguments).
 
@@ -145,14 +175,15 @@ class App(CallbackDecorators):
         return function
 
     def lifespan(self, host_app: object = None) -> AbstractAsyncContextManager[None]:
-        """The start-up hooks on entry and the shutdown hooks on exit, as a context manager.
+        """The app's rooms, start-up hooks and background tasks on entry, and the shutdown
+        hooks on exit, as a context manager.
 
         ASGI hosts run them through the `lifespan` scope, but Starlette and FastAPI do not
         pass that scope to mounted apps: give them this instead,
         `Starlette(routes=[Mount("/ws", app)], lifespan=app.lifespan)`. (``host_app`` is
         the Starlette app they pass in; it is not used.)
         """
-        return self.hooks.running()
+        return serving(self, resolve_settings(self.settings))
 
     def route(
         self,
@@ -161,6 +192,7 @@ class App(CallbackDecorators):
         concurrency: int = 1,
         on_invalid: Literal["reply", "close"] = "reply",
         binary_json: bool = False,
+        on_slow: Literal["close", "drop"] = "close",
     ) -> RouteHandlers:
         """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with its own handlers.
 
@@ -173,8 +205,47 @@ class App(CallbackDecorators):
         are this route's dispatch policy, as for `App`.
         """
         return RouteHandlers(
-            self.router, pattern, DispatchPolicy(concurrency, on_invalid, binary_json)
+            self.router, pattern, DispatchPolicy(concurrency, on_invalid, binary_json, on_slow)
         )
+
+    async def broadcast(
+        self,
+        room: str,
+        message: str | bytes | BaseModel,
+        *,
+        exclude: Connection | None = None,
+    ) -> None:
+        """Send ``message`` to every member of ``room`` (in every process, with a broker),
+        except ``exclude`` (typically the sender).
+
+        `str` goes as a text message, `bytes` as a binary one, a pydantic model as its JSON:
+        serialized once, framed once for every member that can share the frame. It never
+        waits for a member: one that cannot keep up is closed or skipped (the endpoint's
+        `on_slow`). Members of a room receive its messages in the same order.
+        """
+        await self.rooms.broadcast(room, message, exclude=exclude)
+
+    async def broadcast_json(
+        self, room: str, data: Any, *, exclude: Connection | None = None
+    ) -> None:
+        """`broadcast` ``data`` (dicts, lists, models, datetimes...) as JSON text."""
+        await self.rooms.send_prepared(
+            room, PreparedMessage(OPCODE_TEXT, to_json(data)), exclude.id if exclude else None
+        )
+
+    def on_join(self, pattern: str) -> Callable[[F], F]:
+        """Declare who may join the rooms matching ``pattern`` (the route syntax:
+        `game:{id:int}`): `on_join(conn, room, params)` returns False (or raises
+        [JoinRefused][wsapp.JoinRefused] with a reason) to refuse. Patterns are tried in
+        declaration order; a room no pattern matches may be joined by anyone.
+        """
+
+        def declare(function: F) -> F:
+            check_signature("on_join", function)
+            self.rooms.authorize(pattern, as_async(function))
+            return function
+
+        return declare
 
     def allow_any_origin(self) -> None:
         """Accept cross-origin browser connections from any site.
@@ -195,23 +266,42 @@ class App(CallbackDecorators):
         keyfile: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         overrides: Mapping[str, Any] | None = None,
+        reuse_port: bool = False,
+        fd: int | None = None,
     ) -> Server:
         """Resolve the settings and bind the listening socket; `Server.serve` then serves.
 
+        `reuse_port` lets several processes listen on the same port (`SO_REUSEPORT`, which
+        `--workers` uses on Linux); `fd` serves an already listening socket given by its file
+        descriptor (inherited from a supervisor or a service manager) instead of binding one.
+
         `uds` listens on a unix socket instead of TCP; `certfile`/`keyfile` (or
         `ssl_context`) serve TLS. `overrides` are settings that win over the environment
-        (the CLI passes its flags here). Bad settings raise [ConfigError][wsapp.ConfigError]
-        and a busy port `OSError`, before anything is served.
+        (the CLI passes its flags here). Bad settings or TLS files raise
+        [ConfigError][wsapp.ConfigError], and an address that cannot be listened on (a busy
+        port, a host that does not resolve) an `OSError` naming it, before anything is served.
         """
+        if keyfile is not None and certfile is None:
+            raise ConfigError(
+                f"keyfile={keyfile!r} without certfile: pass the certificate too "
+                "(certfile=...), or neither to serve without TLS"
+            )
+        if ssl_context is not None and certfile is not None:
+            raise ConfigError(
+                "both ssl_context and certfile given: pass one of them (load the files into "
+                "the context yourself with context.load_cert_chain(certfile, keyfile))"
+            )
         settings = resolve_settings(self.settings, flags=overrides)
         if "*" in settings.allowed_origins:
             logger.warning(
                 "any origin may connect (allow_any_origin): browsers on any site can open "
                 "connections carrying your users' cookies"
             )
-        if ssl_context is None and certfile is not None:
+        if certfile is not None:
             ssl_context = ssl_context_from_files(certfile, keyfile)
-        listeners, urls = await open_listeners(host, port, uds, ssl_context)
+        listeners, urls = await open_listeners(
+            host, port, uds, ssl_context, reuse_port=reuse_port, fd=fd
+        )
         return Server(self, settings, listeners, urls, ssl_context)
 
     async def serve(
@@ -245,6 +335,10 @@ class App(CallbackDecorators):
         run_app(self, backend, host=host, port=port, **options)
 
 
-def run_app(app: App, backend: Backend, **options: Any) -> bool:
-    """Serve ``app`` on ``backend`` with signals handled; True if the shutdown was graceful."""
-    return run_server(lambda: app.create_server(**options), backend)
+def run_app(
+    app: App, backend: Backend, ready: Callable[[Server], None] | None = None, **options: Any
+) -> bool:
+    """Serve ``app`` on ``backend`` with signals handled; True if the shutdown was graceful.
+
+    ``ready`` is called once the server listens and its start-up hooks have run."""
+    return run_server(lambda: app.create_server(**options), backend, ready)

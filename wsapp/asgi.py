@@ -18,7 +18,7 @@ from wsapp import lifecycle
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
 from wsapp.inbox import Inbox
-from wsapp.lifecycle import Capacity, Servable
+from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
 from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
@@ -120,25 +120,22 @@ class ASGIAdapter:
             raise ValueError(f"wsapp cannot serve ASGI scope type {kind!r}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        hooks = self.app.hooks
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    self._settings = resolve_settings(self.app.settings)
-                    await hooks.startup()
-                except (ConfigError, LifespanError) as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
+        """Serve the app (rooms, hooks, background tasks) from the host's start-up message to
+        its shutdown message."""
+        if (await receive())["type"] != "lifespan.startup":
+            return
+        phase = "startup"
+        try:
+            self._settings = resolve_settings(self.app.settings)
+            async with serving(self.app, self._settings):
                 await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                try:
-                    await hooks.shutdown()
-                except LifespanError as exc:
-                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+                phase = "shutdown"
+                while (await receive())["type"] != "lifespan.shutdown":
+                    pass
+        except (ConfigError, LifespanError, ConnectionError, RuntimeError) as exc:
+            await send({"type": f"lifespan.{phase}.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
 
     async def _http(self, scope: Scope, send: Send) -> None:
         path = route_path(scope)
@@ -315,7 +312,11 @@ class ASGITransport:
             await self._host_send(_send_event(message))
 
     def push(self, message: PreparedMessage, limit: int) -> bool:
-        if not self._opened or self._ended or self._pushed_bytes + len(message) > limit:
+        if not self._opened:
+            raise RuntimeError("cannot push before the handshake completes (after on_connect)")
+        if self._ended:
+            raise self._record.error()
+        if self._pushed_bytes + len(message) > limit:
             return False
         self._pushed.append(message)
         self._pushed_bytes += len(message)

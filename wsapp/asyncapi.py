@@ -134,7 +134,7 @@ def asyncapi_document(
     fallback_key = keys.claim("default") if router.fallback is not None else None
     plans = [
         _plan_endpoint(
-            route.endpoint,
+            route.target,
             keys.claim(_slug(re.sub(r"[{}]", "", route.address).replace("/", "_")) or "root"),
             route.address,
             _parameters(route),
@@ -232,7 +232,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("_")
 
 
-def _parameters(route: Route) -> dict[str, Any]:
+def _parameters(route: Route[Endpoint]) -> dict[str, Any]:
     parameters = {}
     for name, kind in route.kinds.items():
         what = _CONVERTERS.get(kind, f"converted by `{kind}`")

@@ -9,19 +9,49 @@ import logging
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import ModuleType
 from typing import Any, NoReturn
 
+import anyio
+
 from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
-from wsapp.settings import ConfigError, Settings, parse_none, resolve_settings
+from wsapp.server.listeners import ListenError
+from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
+from wsapp.workers import Supervisor, die_with_parent
 
 __all__ = ["load_app", "main"]
+
+PROG = "python -m wsapp"
 
 
 class UsageError(Exception):
     """A command line problem: shown as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors keep the CLI's contract: one line, exit status 2.
+
+    argparse's own `error` prints the whole usage (dozens of lines, one per setting) above
+    the one line that matters.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)")
+
+    def parse_arguments(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """`parse_args`, but an unknown option is named with the closest real one."""
+        args, extras = self.parse_known_args(argv)
+        if extras:
+            options = [name for action in self._actions for name in action.option_strings]
+            unknown = next((item for item in extras if item.startswith("-")), None)
+            if unknown is None:
+                self.error(f"unexpected argument {extras[0]!r}")
+            name = unknown.partition("=")[0]
+            self.error(f"unknown option {name}{did_you_mean(name, options)}")
+        return args
 
 
 def _flag(name: str) -> str:
@@ -32,6 +62,56 @@ def _is_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is list
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """An argparse type accepting ``choices`` only, suggesting the closest on a typo (argparse's
+    own ``choices`` message differs between Python versions and suggests nothing)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
+            )
+        return value
+
+    return check
+
+
+def _port(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+
+
+def _workers(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes (1 or more), got {value!r}"
+        )
+    return count
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring: up to a period followed by a space (or the end)
+    that is not inside backticks, so `App.allow_any_origin` or `10.0.0.0/8` do not end it."""
+    text = " ".join(text.split())
+    in_code = False
+    for index, char in enumerate(text):
+        if char == "`":
+            in_code = not in_code
+        elif char == "." and not in_code and text[index + 1 : index + 2] in ("", " "):
+            return text[: index + 1]
+    return text
+
+
+def _help(field_description: str | None) -> str:
+    return first_sentence(field_description or "").replace("%", "%%")  # argparse formats help
+
+
 def _document_format(value: str) -> str:
     if value not in ("json", "yaml", "auto"):
         hint = " (put module:app before --asyncapi)" if ":" in value else ""
@@ -39,9 +119,9 @@ def _document_format(value: str) -> str:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m wsapp",
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
         description="Serve a wsapp application.",
         epilog="Every setting can also come from a WSAPP_<NAME> environment variable; "
         "flags win over the environment, which wins over the App's own settings.",
@@ -51,13 +131,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--factory", action="store_true", help="module:app names a function that returns the App"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="TCP port (0-65535); 0 picks a free one"
+    )
     parser.add_argument("--uds", help="listen on this unix socket path instead of TCP")
-    parser.add_argument("--backend", choices=["asyncio", "uvloop", "trio"], default="asyncio")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="serve with N worker processes on the same port, under a supervisor that "
+        "replaces a worker that dies; rooms span them (through --broker, or through the "
+        "supervisor when none is set)",
+    )
+    # Set by the supervisor on the command lines of its workers; not for people.
+    parser.add_argument(
+        "--_reuse-port", dest="reuse_port", action="store_true", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--_fd", dest="fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--_ready-fd", dest="ready_fd", type=int, default=None, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--backend",
+        type=_one_of("asyncio", "uvloop", "trio"),
+        default="asyncio",
+        metavar="{asyncio,uvloop,trio}",
+        help="event loop (default asyncio); uvloop needs wsapp[uvloop], trio wsapp[trio]",
+    )
     parser.add_argument("--certfile", help="PEM certificate (chain) to serve TLS (wss://)")
     parser.add_argument("--keyfile", help="PEM private key, if not inside --certfile")
+    levels = ("critical", "error", "warning", "info", "debug")
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        type=_one_of(*levels),
+        metavar="{" + ",".join(levels) + "}",
+        help="logging level (default info)",
     )
     parser.add_argument(
         "--asyncapi",
@@ -70,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group = parser.add_argument_group("settings (see wsapp.Settings)")
     for name, field in Settings.model_fields.items():
-        doc = (field.description or "").split(".")[0]
+        doc = _help(field.description)
         if field.annotation is bool:
             group.add_argument(
                 _flag(name),
@@ -81,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif _is_list(field.annotation):
             group.add_argument(
-                _flag(name), dest=name, metavar="A,B", default=None, help=doc + " (comma-separated)"
+                _flag(name), dest=name, metavar="A,B", default=None, help=doc + " Comma-separated."
             )
         else:
             group.add_argument(_flag(name), dest=name, default=None, metavar="VALUE", help=doc)
@@ -89,16 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setting_flags(namespace: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line, as raw values for validation."""
-    flags: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(namespace, name)
-        if value is None:
-            continue
-        if _is_list(field.annotation):
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        flags[name] = parse_none(name, value)
-    return flags
+    """The settings given on the command line, as the text typed: resolve_settings parses it
+    exactly as it parses the environment's (commas, `none`/`off`)."""
+    return {
+        name: getattr(namespace, name)
+        for name in Settings.model_fields
+        if getattr(namespace, name) is not None
+    }
 
 
 def load_app(target: str, factory: bool = False) -> App:
@@ -165,11 +272,46 @@ def _represent_str(dumper: Any, value: str) -> Any:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
+def _report_ready(fd: int, server: object) -> None:
+    """Tell the supervisor that this worker serves (its start-up hooks have run)."""
+    os.write(fd, b"1")
+    os.close(fd)
+
+
+def _supervise(app: App, args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``--workers N`` worker processes; the supervisor's exit status."""
+    try:
+        settings = resolve_settings(app.settings, flags=setting_flags(args))
+    except ConfigError as exc:
+        _fail(str(exc))
+    command = [sys.executable, "-m", "wsapp", *argv]
+    supervisor = Supervisor(
+        command,
+        args.workers,
+        host=args.host,
+        port=args.port,
+        uds=args.uds,
+        broker=settings.broker is not None,
+    )
+    return anyio.run(supervisor.run)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_arguments(argv)
+    if not 0 <= args.port <= 65535:
+        _fail(f"--port must be 0-65535, not {args.port}")
+    if args.keyfile is not None and args.certfile is None:
+        _fail(
+            "--keyfile needs --certfile (the certificate the key belongs to); "
+            "give both to serve wss://, or neither to serve ws://"
+        )
+    worker = args.ready_fd is not None
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # A worker's lines say which worker wrote them.
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if worker else "")
+        + ": %(message)s",
     )
     try:
         app = load_app(args.target, args.factory)
@@ -178,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.asyncapi is not None:
         _print_asyncapi(app, args)
         raise SystemExit(0)
+    if args.workers is not None and not worker:
+        raise SystemExit(_supervise(app, args, sys.argv[1:] if argv is None else list(argv)))
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -185,10 +329,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "certfile": args.certfile,
         "keyfile": args.keyfile,
         "overrides": setting_flags(args),
+        "reuse_port": args.reuse_port,
+        "fd": args.fd,
     }
+    ready = None
+    if worker:
+        die_with_parent()
+        ready = partial(_report_ready, args.ready_fd)
     try:
-        graceful = run_app(app, args.backend, **options)
-    except ConfigError as exc:
+        graceful = run_app(app, args.backend, ready, **options)
+    except (ConfigError, ListenError) as exc:
         _fail(str(exc))
     except LifespanError as exc:  # the app itself failed, not its command line
         _fail(str(exc), status=1)

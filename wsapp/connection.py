@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio.abc import ObjectStream
 from pydantic import BaseModel
@@ -16,6 +16,9 @@ from wsapp.protocol import is_sendable
 from wsapp.request import Request
 from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
+
+if TYPE_CHECKING:
+    from wsapp.rooms import Rooms, SlowPolicy
 
 __all__ = ["Connection"]
 
@@ -50,6 +53,9 @@ class Connection(ObjectStream[Message]):
         settings: Settings,
         transport: Transport,
         inbox: Inbox | None = None,
+        *,
+        rooms: Rooms,
+        on_slow: SlowPolicy = "close",
     ) -> None:
         # Made by the lifecycle, not by users: ``inbox`` is given in the reading form only.
         self.id = uuid.uuid4().hex[:12]
@@ -63,6 +69,8 @@ class Connection(ObjectStream[Message]):
         self._subprotocol: str | None = None
         self._transport = transport
         self._inbox = inbox
+        self._rooms = rooms
+        self._on_slow: SlowPolicy = on_slow
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.request.path}>"
@@ -99,6 +107,25 @@ class Connection(ObjectStream[Message]):
         if not self._transport.opened:
             raise RuntimeError("cannot send before the handshake completes (after on_connect)")
         await self._transport.send(item)
+
+    async def join(self, room: str, info: Any = None) -> None:
+        """Join ``room``: from now on, its broadcasts reach this connection.
+
+        ``info`` (JSON data, such as a user name) is what presence reports for this
+        connection in that room. The app's `on_join` callback for the room, if any, decides
+        first: a refusal raises [JoinRefused][wsapp.JoinRefused]. A connection leaves every
+        room by itself when it closes, before `on_close`. Joining a room twice is harmless.
+        """
+        await self._rooms.join(self, self._transport, self._on_slow, room, info)
+
+    async def leave(self, room: str) -> None:
+        """Leave ``room`` (nothing if this connection is not in it)."""
+        await self._rooms.leave(self, room)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this connection is in."""
+        return self._rooms.rooms_of(self)
 
     async def send_json(self, data: Any) -> None:
         """Send ``data`` (dicts, lists, models, dataclasses, datetimes...) as JSON text."""

@@ -37,7 +37,10 @@ SIGNATURES = {
     "on_message": ("conn", "message"),
     "on_invalid": ("conn", "error"),
     "on_close": ("conn", "was_clean", "code", "reason"),
+    "on_join": ("conn", "room", "params"),
 }
+#: The callbacks of one connection (a Connector's methods); `on_join` is the app's.
+CONNECTION_CALLBACKS = ("on_connect", "on_open", "on_message", "on_invalid", "on_close")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +257,7 @@ class ConnectorEndpoint(Endpoint):
     def __init__(self, cls: type[Connector], policy: DispatchPolicy | None = None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Connector)):
             raise TypeError(f"route() takes a wsapp.Connector subclass, not {cls!r}")
-        for name in SIGNATURES:
+        for name in CONNECTION_CALLBACKS:
             check_signature(name, getattr(cls, name))
         self.cls = cls
         self.policy = policy or DispatchPolicy()

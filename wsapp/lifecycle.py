@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Protocol
 
 import anyio
@@ -26,11 +26,20 @@ from wsapp.lifespan import Lifespan
 from wsapp.log import logger
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.request import Address, Request, is_origin_allowed
+from wsapp.rooms import JoinRefused, Rooms
 from wsapp.routing import Router
 from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
 
-__all__ = ["Capacity", "Servable", "admission_refusal", "handle", "log_refusal", "refuse"]
+__all__ = [
+    "Capacity",
+    "Servable",
+    "admission_refusal",
+    "handle",
+    "log_refusal",
+    "refuse",
+    "serving",
+]
 
 
 class Servable(Protocol):
@@ -48,6 +57,33 @@ class Servable(Protocol):
 
     @property
     def hooks(self) -> Lifespan: ...
+
+    @property
+    def rooms(self) -> Rooms: ...
+
+
+@asynccontextmanager
+async def serving(
+    app: Servable,
+    settings: Settings,
+    guard: Callable[[], anyio.CancelScope] = anyio.CancelScope,
+) -> AsyncIterator[None]:
+    """What every host runs around its connections, in this order: the rooms (and their
+    broker), the start-up hooks, the background tasks; and on the way out the background
+    tasks cancelled, the shutdown hooks, the broker disconnected.
+
+    The rooms come first because a start-up hook may broadcast already. ``guard`` makes the
+    scope each hook phase runs in (the built-in server cancels it on a forced shutdown).
+    A start-up or shutdown failure raises [LifespanError][wsapp.LifespanError]; a failed
+    start-up runs no shutdown hooks.
+    """
+    async with app.rooms.running(settings.broker):
+        with guard():
+            await app.hooks.startup()
+        async with app.hooks.background():
+            yield
+        with guard():
+            await app.hooks.shutdown()
 
 
 class Capacity:
@@ -160,7 +196,12 @@ async def handle(
     inbox = Inbox()
     reading = endpoint.decoder is None
     conn = Connection(
-        request, settings.model_copy(deep=True), transport, inbox if reading else None
+        request,
+        settings.model_copy(deep=True),
+        transport,
+        inbox if reading else None,
+        rooms=app.rooms,
+        on_slow=endpoint.policy.on_slow,
     )
     outcome: Callbacks | Refusal
     with anyio.CancelScope(deadline=deadline) as timer:
@@ -183,19 +224,22 @@ async def handle(
     if not await transport.accept(conn):
         logger.debug("client left before %s %s opened", conn.id, path)
         return
-    await _run(outcome, conn, transport, inbox)
+    await _run(outcome, conn, transport, inbox, app.rooms)
 
 
 async def _dispatch(callbacks: Callbacks, inbox: Inbox, conn: Connection) -> tuple[int, str]:
     """Run `on_open`, then `on_message` per message; the close code to use when they end."""
     on_message = callbacks.on_message
     try:
-        await callbacks.on_open()
+        try:
+            await callbacks.on_open()
+        except JoinRefused as refused:  # answered like one in on_message; the rest is skipped
+            await _answer(conn, refused)
         if on_message is not None:
             if callbacks.concurrency == 1:
-                await _one_at_a_time(on_message, inbox)
+                await _one_at_a_time(on_message, inbox, conn)
             else:
-                await _concurrently(on_message, inbox, callbacks.concurrency)
+                await _concurrently(on_message, inbox, conn, callbacks.concurrency)
     except (anyio.EndOfStream, ConnectionClosed):
         pass  # the connection ended first: not an error
     except Exception:
@@ -204,20 +248,30 @@ async def _dispatch(callbacks: Callbacks, inbox: Inbox, conn: Connection) -> tup
     return CloseCode.NORMAL_CLOSURE, ""
 
 
-async def _one_at_a_time(on_message: Callable[[Message], Awaitable[None]], inbox: Inbox) -> None:
+async def _answer(conn: Connection, refused: JoinRefused) -> None:
+    """A join refused in `on_message` is answered, not an error: the client asked for it."""
+    with suppress(ConnectionClosed):
+        await conn.send(refused.reply())
+
+
+async def _one_at_a_time(
+    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, conn: Connection
+) -> None:
     """In order, each message after the previous one's handler returned (the default)."""
     get = inbox.get
     while True:
         message = await get()
-        # Not contextlib.suppress: this is the per-message path, and try is free.
-        try:  # noqa: SIM105
+        # The per-message path: try costs nothing until something is raised.
+        try:
             await on_message(message)
         except ConnectionClosed:
             pass  # a reply came too late; the messages still queued are handled anyway
+        except JoinRefused as refused:
+            await _answer(conn, refused)
 
 
 async def _concurrently(
-    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, limit: int
+    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, conn: Connection, limit: int
 ) -> None:
     """``limit`` workers take messages in turn: up to that many handlers at once, and a message
     is taken only when a worker is free, so a busy connection still stops reading."""
@@ -234,6 +288,8 @@ async def _concurrently(
                 await on_message(message)
             except ConnectionClosed:
                 pass
+            except JoinRefused as refused:
+                await _answer(conn, refused)
             except Exception as exc:
                 failure.append(exc)
                 tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
@@ -246,7 +302,9 @@ async def _concurrently(
         raise failure[0]
 
 
-async def _run(callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox) -> None:
+async def _run(
+    callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox, rooms: Rooms
+) -> None:
     """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
 
     The transport moves bytes beside the callbacks, so control frames keep flowing while a
@@ -285,6 +343,7 @@ async def _run(callbacks: Callbacks, conn: Connection, transport: Transport, inb
         )
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + conn.settings.close_timeout
+            await rooms.leave_all(conn)  # before on_close: its broadcasts must not reach conn
             try:
                 await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:

@@ -1,5 +1,6 @@
-"""Start-up and shutdown hooks: what an app opens before its first connection and closes after
-its last, run the same way by every transport (built-in server, ASGI host, test client).
+"""Start-up and shutdown hooks, and background tasks: what an app opens before its first
+connection, runs beside its connections, and closes after its last, run the same way by
+every transport (built-in server, ASGI host, test client).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from wsapp.endpoint import as_async
 from wsapp.log import logger
+from wsapp.tasks import tasks_for_block
 
 __all__ = ["Lifespan", "LifespanError"]
 
@@ -33,6 +35,7 @@ class Lifespan:
     def __init__(self) -> None:
         self._startup: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._shutdown: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._background: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         #: Whether the start-up hooks have run (and the shutdown hooks not yet).
         self.started = False
 
@@ -42,7 +45,8 @@ class Lifespan:
         return bool(self._startup) and not self.started
 
     def add(self, phase: str, hook: Callable[[], Any]) -> None:
-        """Declare a hook for ``phase`` (``startup`` or ``shutdown``), checked now, not at start."""
+        """Declare a hook for ``phase`` (``startup``, ``shutdown`` or ``background``),
+        checked now, not at start."""
         if not callable(hook):
             raise TypeError(f"on_{phase} takes a function, not {type(hook).__name__}")
         try:
@@ -54,7 +58,9 @@ class Lifespan:
             ) from None
         except ValueError:  # no signature available (some builtins): trust the user
             pass
-        hooks = self._startup if phase == "startup" else self._shutdown
+        if phase == "background" and not inspect.iscoroutinefunction(hook):
+            raise TypeError(f"background task {_name(hook)!r} must be an async def")
+        hooks = {"startup": self._startup, "shutdown": self._shutdown}.get(phase, self._background)
         hooks.append((_name(hook), as_async(hook)))
 
     async def startup(self) -> None:
@@ -86,10 +92,17 @@ class Lifespan:
             raise LifespanError(f"shutdown hook(s) {failed!r} failed (tracebacks logged above)")
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Start-up hooks on entry, shutdown hooks on exit (not after a failed start-up)."""
-        await self.startup()
-        try:
+    async def background(self) -> AsyncIterator[None]:
+        """The background tasks, running for the duration of the block, then cancelled."""
+        async with tasks_for_block() as tg:
+            for name, task in self._background:
+                tg.start_soon(self._run_background, name, task)
             yield
-        finally:
-            await self.shutdown()
+
+    @staticmethod
+    async def _run_background(name: str, task: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await task()
+        except Exception:
+            # The connections are still served; the task is gone, and the log says why.
+            logger.exception("background task %s failed; it is not restarted", name)

@@ -81,17 +81,23 @@ class DispatchPolicy:
         on_invalid: `"reply"` (the default) answers an invalid message with an error reply
             and keeps the connection; `"close"` closes with 1007.
         binary_json: Whether binary messages are decoded as JSON too (text always is).
+        on_slow: What a broadcast does to a member whose unsent bytes would pass its
+            `outbound_budget`: `"close"` (the default) closes it with 1008, `"drop"` skips
+            the message for it.
     """
 
     concurrency: int = 1
     on_invalid: Literal["reply", "close"] = "reply"
     binary_json: bool = False
+    on_slow: Literal["close", "drop"] = "close"
 
     def __post_init__(self) -> None:
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ValueError(f"concurrency must be an int of at least 1, not {self.concurrency!r}")
         if self.on_invalid not in ("reply", "close"):
             raise ValueError(f"on_invalid must be 'reply' or 'close', not {self.on_invalid!r}")
+        if self.on_slow not in ("close", "drop"):
+            raise ValueError(f"on_slow must be 'close' or 'drop', not {self.on_slow!r}")
 
 
 def _name(function: Callable[..., Any]) -> str:

@@ -123,12 +123,18 @@ def client_address(peer: Address | None, headers: Headers, trusted: list[str]) -
 
 
 def is_origin_allowed(request: Request, allowed_origins: list[str]) -> bool:
-    """Same-origin requests, requests without Origin (non-browsers) and listed origins pass."""
+    """Same-origin requests, requests without Origin (non-browsers) and listed origins pass.
+
+    `Origin: null` (sandboxed iframes, local files) passes only if `"null"` is listed, and
+    only spelled exactly so, as browsers send it.
+    """
     origin = request.origin
     if origin is None or "*" in allowed_origins:
         return True
+    if origin == "null":
+        return "null" in allowed_origins
     origin = origin.lower().rstrip("/")
-    if origin in allowed_origins:
+    if origin != "null" and origin in allowed_origins:
         return True
     host = request.headers.get("host", "").lower()
     return urlsplit(origin).netloc == host != ""

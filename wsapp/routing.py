@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from wsapp.endpoint import Endpoint
 
@@ -21,13 +21,16 @@ _CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?}")
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """One path pattern and the endpoint serving it."""
+class Route(Generic[T]):
+    """One pattern and what it leads to: the endpoint serving a path, or (for room patterns,
+    which share the syntax) the callback deciding who may join."""
 
     pattern: str
-    endpoint: Endpoint
+    target: T
     regex: re.Pattern[str]
     converters: Mapping[str, Callable[[str], Any]]
     #: The converter name of each parameter (`str`, `int`, `float`, `uuid`, `path`).
@@ -39,9 +42,7 @@ class Route:
         return _PARAM.sub(r"{\1}", self.pattern)
 
     @classmethod
-    def compile(cls, pattern: str, endpoint: Endpoint) -> Route:
-        if not pattern.startswith("/"):
-            raise ValueError(f"route pattern {pattern!r} must start with '/'")
+    def compile(cls, pattern: str, target: T) -> Route[T]:
         regex, converters, kinds, position = "", {}, {}, 0
         for match in _PARAM.finditer(pattern):
             name, kind = match.group(1), match.group(2) or "str"
@@ -60,7 +61,7 @@ class Route:
         if "{" in pattern[position:] or "}" in pattern[position:]:
             raise ValueError(f"malformed parameter in route {pattern!r}")
         regex += re.escape(pattern[position:])
-        return cls(pattern, endpoint, re.compile(regex), converters, kinds)
+        return cls(pattern, target, re.compile(regex), converters, kinds)
 
     def match(self, path: str) -> dict[str, Any] | None:
         found = self.regex.fullmatch(path)
@@ -73,10 +74,12 @@ class Router:
     """Routes in declaration order, then the fallback endpoint for every other path."""
 
     def __init__(self, fallback: Endpoint | None = None) -> None:
-        self.routes: list[Route] = []
+        self.routes: list[Route[Endpoint]] = []
         self.fallback = fallback
 
     def add(self, pattern: str, endpoint: Endpoint) -> None:
+        if not pattern.startswith("/"):
+            raise ValueError(f"route pattern {pattern!r} must start with '/'")
         if any(route.pattern == pattern for route in self.routes):
             raise ValueError(f"route {pattern!r} is already declared")
         self.routes.append(Route.compile(pattern, endpoint))
@@ -94,7 +97,7 @@ class Router:
         for route in self.routes:
             params = route.match(path)
             if params is not None:
-                return route.endpoint, params
+                return route.target, params
         if self.fallback is not None:
             return self.fallback, {}
         return None

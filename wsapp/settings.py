@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -21,10 +24,49 @@ ENV_PREFIX = "WSAPP_"
 
 Seconds = Annotated[float, Field(gt=0)]
 WindowBits = Annotated[int, Field(ge=9, le=15)]
+# NoDecode: pydantic-settings would demand JSON for a list from the environment; the
+# validator `_split_lists` parses text the same way whether it came from a flag or a variable.
+TextList = Annotated[list[str], NoDecode]
 
 
-class ConfigError(Exception):
-    """A setting has a bad value; the message names the setting and where it came from."""
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and where it came from.
+
+    A `ValueError` (as pydantic's `ValidationError` is), so `except ValueError` keeps
+    catching bad settings.
+    """
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the candidate closest to a misspelled ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_setting(name: str) -> str:
+    """What to say about a setting name that does not exist."""
+    hint = did_you_mean(name, Settings.model_fields) or "; see wsapp.Settings for the settings"
+    return f"unknown setting {name!r}{hint}"
+
+
+def split_list(value: Any) -> Any:
+    """A list setting written as text: comma-separated (``a,b``) or a JSON array.
+
+    Items are stripped and empty ones dropped, so ``""`` is the empty list. Anything that
+    is not text (a list from code) is returned as it is, for the field's own validation.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{text!r} starts like a JSON list but is not one ({exc.msg}); "
+                "write the items comma-separated instead, like a,b"
+            ) from None
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -102,25 +144,40 @@ class Settings(BaseSettings):
     compression_client_no_context_takeover: bool = False
     """Ask the client to reset its compressor after each message."""
 
-    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_origins: TextList = Field(default_factory=list)
     """Origins (`scheme://host[:port]`) allowed besides the request's own host; `"*"` allows
     any origin (see `App.allow_any_origin`). Cross-origin browser requests are refused with
-    403 by default so that a page on another site cannot ride a user's cookies."""
+    403 by default so that a page on another site cannot ride a user's cookies. `"null"`
+    allows the `Origin: null` that sandboxed iframes and local files send: all of them, so
+    only when no cookie authorizes anything."""
 
-    subprotocols: list[str] = Field(default_factory=list)
+    subprotocols: TextList = Field(default_factory=list)
     """Subprotocols the server speaks, in order of preference; the first the client offers
     is chosen."""
 
     max_connections: int | None = Field(default=None, ge=1)
-    """Open connections one server process accepts before answering 503; `None` for no limit
-    other than the operating system's file descriptors (as in the seed)."""
+    """Connections (open or handshaking) one server process accepts before answering 503;
+    per process, so with `--workers N` the whole server takes N times as many. `None` for no
+    limit other than the operating system's file descriptors (as in the seed)."""
+
+    outbound_budget: int = Field(default=1024 * 1024, ge=1024)
+    """Bytes waiting to be sent to one connection beyond which a broadcast treats it as a
+    slow consumer, and the endpoint's `on_slow` policy closes it with 1008 (or skips the
+    message for it). 1 MiB (Centrifugo's default) holds seconds of a busy room for a client
+    that keeps up, and bounds what one that stalls can cost. A `send` to one connection
+    waits instead (backpressure)."""
+
+    broker: str | None = None
+    """Where rooms meet across processes: `redis://host:port/db` (`pip install
+    'wsapp[redis]'`) for several processes or hosts. `None`: one process; with `--workers
+    N`, the supervisor relays between its own workers."""
 
     max_invalid_messages: int | None = Field(default=10, ge=1)
     """Invalid messages in a row (not JSON, or not what the handler's type accepts) after
     which the connection closes with 1008; each one before gets the error reply. New: the
     seed had no typed messages. `None` never closes for this."""
 
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: TextList = Field(default_factory=list)
     """Addresses or networks (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` or
     `Forwarded` header names the real client; `"unix"` trusts peers on a unix socket. Empty
     by default: trusting such headers from
@@ -129,6 +186,51 @@ class Settings(BaseSettings):
     debug: bool = False
     """Put tracebacks in 500 responses of a failing `on_connect`. Never in production: it
     shows your code to whoever connects."""
+
+    def __init__(self, **values: Any) -> None:
+        # pydantic-settings' own keyword arguments start with "_"; settings never do.
+        for name in values:
+            if not name.startswith("_") and name not in type(self).model_fields:
+                raise ConfigError(unknown_setting(name))
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc)) from None
+
+    # pydantic calls a model's own __init__ from model_validate too, where a ConfigError
+    # (a ValueError) would come back wrapped in a ValidationError; this marker, which
+    # BaseModel.__init__ carries as well, makes model_validate validate directly instead, so
+    # it keeps raising ValidationError (resolve_settings needs its details) and only
+    # Settings(...) raises ConfigError.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assignments happen in callbacks (conn.settings.x = ...), never per message, so one
+        # more frame here costs nothing that matters.
+        if not name.startswith("_") and name not in type(self).model_fields:
+            raise ConfigError(unknown_setting(name))
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc)) from None
+
+    @field_validator("allowed_origins", "subprotocols", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("redis", "rediss", "unix", "hub+unix") or "://" not in value:
+            raise ValueError(
+                f"{value!r} is not a broker URL: use redis://host:port/db (or rediss://, "
+                "unix:///path/redis.sock), or leave it unset for one process"
+            )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -141,10 +243,17 @@ class Settings(BaseSettings):
     @field_validator("allowed_origins")
     @classmethod
     def _check_origins(cls, value: list[str]) -> list[str]:
+        checked = []
         for origin in value:
-            if origin != "*" and "://" not in origin:
-                raise ValueError(f"{origin!r} is not an origin like 'https://example.com'")
-        return [origin if origin == "*" else origin.rstrip("/").lower() for origin in value]
+            if origin.lower() in ("*", "null"):
+                checked.append(origin.lower())
+            elif "://" in origin:
+                checked.append(origin.rstrip("/").lower())
+            else:
+                raise ValueError(
+                    f"{origin!r} is not an origin like 'https://example.com' (nor '*' or 'null')"
+                )
+        return checked
 
     @classmethod
     def settings_customise_sources(
@@ -168,12 +277,18 @@ def parse_none(name: str, value: Any) -> Any:
     return value
 
 
-def _describe(error: ValidationError, name_of: Mapping[str, str], source: str) -> str:
+def describe(
+    error: ValidationError, name_of: Mapping[str, str] | None = None, source: str | None = None
+) -> str:
+    """One line naming each bad setting (as ``name_of`` spells it) and, if known, its source."""
     problems = []
-    for item in error.errors():
+    for item in error.errors(include_url=False):
         field = str(item["loc"][0]) if item["loc"] else ""
-        problems.append(f"{name_of.get(field, field)}: {item['msg']}")
-    return f"invalid setting from {source}: " + "; ".join(problems)
+        # A validator's ValueError arrives as "Value error, <its message>".
+        message = " ".join(item["msg"].removeprefix("Value error, ").split())
+        problems.append(f"{(name_of or {}).get(field, field)}: {message}")
+    head = f"invalid setting from {source}: " if source else "invalid setting "
+    return head + "; ".join(problems)
 
 
 def resolve_settings(
@@ -183,7 +298,9 @@ def resolve_settings(
 ) -> Settings:
     """Layer the environment and CLI flags over ``base``: defaults < App < env < flags.
 
-    Raises [ConfigError][wsapp.ConfigError] naming the setting and its source.
+    Text from either is parsed the same way: lists are comma-separated (or JSON), and
+    `none`/`off` mean None for a setting that accepts it. Raises
+    [ConfigError][wsapp.ConfigError] naming the setting and its source.
     """
     values = base.model_dump(exclude_unset=True)
     env_source = EnvSettingsSource(Settings, env_prefix=ENV_PREFIX, case_sensitive=False)
@@ -193,26 +310,36 @@ def resolve_settings(
         if key.upper().startswith(ENV_PREFIX)
     }
     env_names = {name: ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    unknown = [key.upper() for key in env_source.env_vars if key.upper() not in env_names.values()]
+    unknown = sorted(
+        key.upper() for key in env_source.env_vars if key.upper() not in env_names.values()
+    )
     if unknown:
-        raise ConfigError(
-            f"unknown environment variable {unknown[0]}; settings are "
-            + ", ".join(sorted(env_names.values()))
+        # Matched without the prefix, which every name shares and would make any two alike.
+        close = difflib.get_close_matches(
+            unknown[0].removeprefix(ENV_PREFIX).lower(), Settings.model_fields, n=1
         )
+        hint = (
+            f"; did you mean {env_names[close[0]]}?"
+            if close
+            else "; the settings are " + ", ".join(sorted(env_names.values()))
+        )
+        raise ConfigError(f"unknown environment variable {unknown[0]}{hint}")
     try:
         env_values = {key: parse_none(key, value) for key, value in env_source().items()}
-    except Exception as exc:  # pydantic-settings wraps JSON errors in its own SettingsError
-        raise ConfigError(
-            f'invalid setting from the environment: {exc} (list values are JSON: \'["a", "b"]\')'
-        ) from None
+    except Exception as exc:  # pydantic-settings wraps decoding errors in its own SettingsError
+        raise ConfigError(f"invalid setting from the environment: {exc}") from None
     layers = [("the environment", env_values, env_names)]
     if flags:
         flag_names = {name: "--" + name.replace("_", "-") for name in Settings.model_fields}
-        layers.append(("the command line", dict(flags), flag_names))
+        flag_values = {key: parse_none(key, value) for key, value in flags.items()}
+        layers.append(("the command line", flag_values, flag_names))
     for source, layer, names in layers:
         try:
-            Settings.model_validate(layer)
+            checked = Settings.model_validate(layer)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, names, source)) from None
-        values.update(layer)
-    return Settings.model_validate(values)
+            raise ConfigError(describe(exc, names, source)) from None
+        values.update({name: getattr(checked, name) for name in layer})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:  # each layer was valid, so this is a bug, but say it clearly
+        raise ConfigError(describe(exc)) from None

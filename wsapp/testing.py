@@ -23,7 +23,7 @@ import contextlib
 import json
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +49,7 @@ from wsproto.events import Request as HandshakeRequest
 
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
+from wsapp.lifecycle import serving
 from wsapp.protocol import CloseCode
 from wsapp.request import Address
 from wsapp.server.accept import StreamHandler
@@ -385,8 +386,9 @@ class TestClient:
         self.backend = backend
         self._overrides = settings
         self._handler: StreamHandler | None = None
+        self._serving = AsyncExitStack()
         self._portal: BlockingPortal | None = None
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._sync = ExitStack()
 
     def _copy(self) -> TestClient:
         return TestClient(
@@ -402,7 +404,9 @@ class TestClient:
             raise RuntimeError("this TestClient is already running")
         settings = resolve_settings(self.app.settings, flags=self._overrides)
         handler = StreamHandler(self.app, settings)
-        await self.app.hooks.startup()
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(serving(self.app, settings))
+            self._serving = stack.pop_all()
         self._handler = handler
         return self
 
@@ -413,16 +417,15 @@ class TestClient:
         traceback: TracebackType | None,
     ) -> None:
         self._handler = None
-        await self.app.hooks.shutdown()
+        await self._serving.aclose()
 
     def __enter__(self) -> TestClient:
-        self._portal_cm = start_blocking_portal(self.backend)
-        portal = self._portal_cm.__enter__()
-        try:
-            portal.call(self.__aenter__)
-        except BaseException:
-            self._portal_cm.__exit__(None, None, None)
-            raise
+        with ExitStack() as stack:
+            portal = stack.enter_context(start_blocking_portal(self.backend))
+            # One task of the portal runs the whole async block: the rooms' task group must
+            # be entered and exited by the same task.
+            stack.enter_context(portal.wrap_async_context_manager(self))
+            self._sync = stack.pop_all()
         self._portal = portal
         return self
 
@@ -432,13 +435,10 @@ class TestClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._portal is not None
-        assert self._portal_cm is not None
         try:
-            self._portal.call(self.__aexit__, exc_type, exc, traceback)
+            self._sync.__exit__(exc_type, exc, traceback)
         finally:
             self._portal = None
-            self._portal_cm.__exit__(None, None, None)
 
     def connect(
         self,

@@ -103,7 +103,8 @@ class Transport(Protocol):
 
     def push(self, message: PreparedMessage, limit: int) -> bool:
         """Queue an already-encoded message without waiting, unless the unsent bytes would
-        then exceed ``limit``: False means refused (or closing), and nothing was queued.
+        then exceed ``limit``: False means refused, and nothing was queued. Raises
+        [ConnectionClosed][wsapp.ConnectionClosed] once the connection is closing.
 
         Frames pushed and frames sent never interleave, and go out in the order given.
         """

@@ -1,7 +1,7 @@
 """What tests/asgi/test_daphne.py serves: `python -m daphne tests.asgi.daphne_app:app`.
 
 Daphne runs it in its own process, so on_close prints what it was called with, as one JSON
-line on stdout, for the test to read. Otherwise it is `tests.conftest.traced_app`: it echoes,
+line on stdout, for the test to read. Otherwise it is `tests.helpers.traced_app`: it echoes,
 "close-me" closes with 4000, "fail" raises; and it shapes the accept like a real app would.
 """
 

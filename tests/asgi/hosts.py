@@ -32,7 +32,7 @@ import uvicorn
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.text import TextReceiveStream
 
-from tests.conftest import TIMEOUT
+from tests.helpers import TIMEOUT
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 
-import anyio
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.asgi.hosts import daphne_server, http_get
-from tests.conftest import TIMEOUT, client
+from tests.helpers import client
 
 pytestmark = pytest.mark.anyio
 
@@ -37,20 +36,18 @@ async def test_refusal_falls_back_to_a_bare_403() -> None:
         async with connect(address) as ws:
             return str(await ws.recv())
 
-    with anyio.fail_after(TIMEOUT):
-        async with daphne_server("examples.auth:app") as daphne:
-            # Without the extension the app can only close before accepting, which daphne
-            # turns into its own 403: the app's 401, WWW-Authenticate and body are lost.
-            assert await client(refused, daphne.listening.url()) == (403, None, b"")
-            # The refusal was the app's decision, not daphne failing: a token gets in.
-            assert await client(greeting, daphne.listening.url("/?token=s3cret")) == "hello alice"
+    async with daphne_server("examples.auth:app") as daphne:
+        # Without the extension the app can only close before accepting, which daphne
+        # turns into its own 403: the app's 401, WWW-Authenticate and body are lost.
+        assert await client(refused, daphne.listening.url()) == (403, None, b"")
+        # The refusal was the app's decision, not daphne failing: a token gets in.
+        assert await client(greeting, daphne.listening.url("/?token=s3cret")) == "hello alice"
 
 
 async def test_plain_http_gets_426_on_a_route_and_404_elsewhere() -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with daphne_server("examples.room:app") as daphne:
-            routed = await http_get(daphne.listening, "/rooms/a")
-            unknown = await http_get(daphne.listening, "/nope")
+    async with daphne_server("examples.room:app") as daphne:
+        routed = await http_get(daphne.listening, "/rooms/a")
+        unknown = await http_get(daphne.listening, "/nope")
     assert (routed.status, routed.headers.get("Upgrade")) == (426, "websocket")
     assert (unknown.status, unknown.body) == (404, b"no WebSocket endpoint at /nope\n")
 
@@ -61,10 +58,9 @@ async def test_accept_keeps_the_subprotocol_but_drops_response_headers() -> None
             assert ws.response is not None
             return ws.subprotocol, ws.response.headers.get("X-Session")
 
-    with anyio.fail_after(TIMEOUT):
-        async with daphne_server("tests.asgi.daphne_app:app") as daphne:
-            # daphne's websocket.accept handling reads "subprotocol" and ignores "headers".
-            assert await client(talk, daphne.listening.url()) == ("chat", None)
+    async with daphne_server("tests.asgi.daphne_app:app") as daphne:
+        # daphne's websocket.accept handling reads "subprotocol" and ignores "headers".
+        assert await client(talk, daphne.listening.url()) == ("chat", None)
 
 
 async def close_after(address: str, trigger: str) -> tuple[str, int | None, str | None]:
@@ -100,10 +96,9 @@ async def close_after(address: str, trigger: str) -> tuple[str, int | None, str 
 async def test_close_codes(
     trigger: str, seen_by_client: tuple[int, str], seen_by_on_close: list[object]
 ) -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with daphne_server("tests.asgi.daphne_app:app") as daphne:
-            echoed, *closed = await client(close_after, daphne.listening.url(), trigger)
-            on_close = await daphne.output.wait_for("on_close ")
+    async with daphne_server("tests.asgi.daphne_app:app") as daphne:
+        echoed, *closed = await client(close_after, daphne.listening.url(), trigger)
+        on_close = await daphne.output.wait_for("on_close ")
     assert echoed == "x" * 1000
     assert tuple(closed) == seen_by_client
     assert json.loads(on_close.removeprefix("on_close ")) == seen_by_on_close

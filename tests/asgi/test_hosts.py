@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 import wsapp
 from examples import auth, echo, room, subprotocols
 from tests.asgi.hosts import UPGRADE_REQUIRED, Host, http_get
-from tests.conftest import TIMEOUT, Trace, client, traced_app
+from tests.helpers import Trace, client, traced_app
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.anyio
@@ -45,9 +45,8 @@ async def test_echo_example(host: Host) -> None:
             await ws.send(b"\x00bytes")
             return [await ws.recv(), await ws.recv()]
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(echo.app) as served:
-            assert await client(talk, served.url()) == ["text", b"\x00bytes"]
+    async with host.serve(echo.app) as served:
+        assert await client(talk, served.url()) == ["text", b"\x00bytes"]
 
 
 async def test_auth_example_refuses_with_its_own_status_headers_and_body(host: Host) -> None:
@@ -56,23 +55,22 @@ async def test_auth_example_refuses_with_its_own_status_headers_and_body(host: H
         await ws.send("hi")
         return hello, str(await ws.recv())
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(auth.app) as served:
-            # These hosts offer the websocket.http.response extension: the client gets
-            # exactly the response the app's Reject describes, not a generic 403.
-            status, headers, body = await client(refused_or, greeting, served.url())
-            assert (status, body) == (401, b"a valid token is required")
-            assert headers["WWW-Authenticate"] == "Bearer"
+    async with host.serve(auth.app) as served:
+        # These hosts offer the websocket.http.response extension: the client gets
+        # exactly the response the app's Reject describes, not a generic 403.
+        status, headers, body = await client(refused_or, greeting, served.url())
+        assert (status, body) == (401, b"a valid token is required")
+        assert headers["WWW-Authenticate"] == "Bearer"
 
-            bearer = {"Authorization": "Bearer s3cret"}
-            assert await client(refused_or, greeting, served.url(), additional_headers=bearer) == (
-                "hello alice",
-                "hi",
-            )
-            assert await client(refused_or, greeting, served.url("/?token=s3cret")) == (
-                "hello alice",
-                "hi",
-            )
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert await client(refused_or, greeting, served.url(), additional_headers=bearer) == (
+            "hello alice",
+            "hi",
+        )
+        assert await client(refused_or, greeting, served.url("/?token=s3cret")) == (
+            "hello alice",
+            "hi",
+        )
 
 
 async def test_subprotocols_example(host: Host) -> None:
@@ -80,20 +78,19 @@ async def test_subprotocols_example(host: Host) -> None:
         await ws.send('{"n": 1}')
         return ws.subprotocol, json.loads(await ws.recv())
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(subprotocols.app) as served:
-            address = served.url()
-            offered = ["json.v2", "json.v1"]  # the first one offered that the app supports wins
-            assert await client(refused_or, reply, address, subprotocols=offered) == (
-                "json.v2",
-                {"version": 2, "echo": {"n": 1}},
-            )
-            assert await client(refused_or, reply, address, subprotocols=["json.v1"]) == (
-                "json.v1",
-                {"n": 1},  # v1 echoes as is
-            )
-            status, _, body = await client(refused_or, reply, address, subprotocols=["xml"])
-            assert (status, body) == (400, b"supported subprotocols: json.v2, json.v1")
+    async with host.serve(subprotocols.app) as served:
+        address = served.url()
+        offered = ["json.v2", "json.v1"]  # the first one offered that the app supports wins
+        assert await client(refused_or, reply, address, subprotocols=offered) == (
+            "json.v2",
+            {"version": 2, "echo": {"n": 1}},
+        )
+        assert await client(refused_or, reply, address, subprotocols=["json.v1"]) == (
+            "json.v1",
+            {"n": 1},  # v1 echoes as is
+        )
+        status, _, body = await client(refused_or, reply, address, subprotocols=["xml"])
+        assert (status, body) == (400, b"supported subprotocols: json.v2, json.v1")
 
 
 async def test_room_example_routes_by_path_with_path_params(host: Host) -> None:
@@ -105,9 +102,8 @@ async def test_room_example_routes_by_path_with_path_params(host: Host) -> None:
                 await bob.send("hello blue")
                 return joined, str(await alice.recv()).split(": ", 1)[1]
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(room.app) as served:
-            joined, heard = await client(talk, served.url(""))
+    async with host.serve(room.app) as served:
+        joined, heard = await client(talk, served.url(""))
     assert joined == ["joined blue (1 here)", "joined blue (2 here)", "joined red (1 here)"]
     assert heard == "hello blue"
 
@@ -135,10 +131,9 @@ async def test_server_side_close_reaches_the_client_and_on_close_once(
     host: Host, trigger: str, delivered: bool, code: int, reason: str
 ) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(traced_app(trace, max_message_size=1000)) as served:
-            echoed, seen_code, seen_reason = await client(close_after, served.url("/c"), trigger)
-            await trace.closed.wait()
+    async with host.serve(traced_app(trace, max_message_size=1000)) as served:
+        echoed, seen_code, seen_reason = await client(close_after, served.url("/c"), trigger)
+        await trace.closed.wait()
     # Checked after the host has stopped, so no connection task is left to run on_close again.
     assert echoed == "x" * 1000  # exactly max_message_size is allowed
     assert (seen_code, seen_reason) == (code, reason)
@@ -158,11 +153,10 @@ async def test_client_close_code_and_reason_reach_on_close_once(host: Host) -> N
             return echoed, ws.close_code, ws.close_reason
 
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(traced_app(trace)) as served:
-            # Every host completes the closing handshake: the client gets its close echoed.
-            assert await client(talk, served.url()) == ("hi", 4001, "bye")
-            await trace.closed.wait()
+    async with host.serve(traced_app(trace)) as served:
+        # Every host completes the closing handshake: the client gets its close echoed.
+        assert await client(talk, served.url()) == ("hi", 4001, "bye")
+        await trace.closed.wait()
     if host.reports_client_close_code:
         assert trace.close_args == (True, 4001, "bye")
     else:
@@ -188,9 +182,8 @@ async def test_accept_carries_the_subprotocol_and_response_headers(host: Host) -
             assert ws.response is not None
             return ws.subprotocol, ws.response.headers.get("X-Session"), str(await ws.recv())
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(app) as served:
-            assert await client(talk, served.url("/?user=ann")) == ("chat", "session-ann", "chat")
+    async with host.serve(app) as served:
+        assert await client(talk, served.url("/?user=ann")) == ("chat", "session-ann", "chat")
 
 
 @pytest.mark.parametrize(
@@ -203,10 +196,9 @@ async def test_accept_carries_the_subprotocol_and_response_headers(host: Host) -
 async def test_plain_http_gets_426_on_a_route_and_404_elsewhere(
     host: Host, path: str, status: int, upgrade: str | None, body: bytes
 ) -> None:
-    with anyio.fail_after(TIMEOUT):
-        # examples.room has only /rooms/{room}: no fallback endpoint to claim /nope.
-        async with host.serve(room.app) as served:
-            response = await http_get(served, path)
+    # examples.room has only /rooms/{room}: no fallback endpoint to claim /nope.
+    async with host.serve(room.app) as served:
+        response = await http_get(served, path)
     assert (response.status, response.headers.get("Upgrade"), response.body) == (
         status,
         upgrade,
@@ -215,11 +207,10 @@ async def test_plain_http_gets_426_on_a_route_and_404_elsewhere(
 
 
 async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(echo.app) as served:
-            assert (await http_get(served, "/")).status == 426  # it served
-        with pytest.raises(OSError, match="All connection attempts failed") as failed:
-            await anyio.connect_tcp("127.0.0.1", served.port)
+    async with host.serve(echo.app) as served:
+        assert (await http_get(served, "/")).status == 426  # it served
+    with pytest.raises(OSError, match="All connection attempts failed") as failed:
+        await anyio.connect_tcp("127.0.0.1", served.port)
     assert isinstance(failed.value.__cause__, ConnectionRefusedError)  # nothing listens there
 
 
@@ -243,7 +234,6 @@ async def test_a_send_stalled_by_a_client_that_does_not_read_hits_write_timeout(
     async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
         trace.record_close(was_clean, code, reason)
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(app) as served, RawClient.connect(served.port):
-            await trace.closed.wait()  # never reading: the send stalls until write_timeout
+    async with host.serve(app) as served, RawClient.connect(served.port):
+        await trace.closed.wait()  # never reading: the send stalls until write_timeout
     assert trace.close_args == (False, 1006, "write timed out after 0.5s")

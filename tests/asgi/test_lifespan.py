@@ -7,7 +7,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.asgi.hosts import Host
-from tests.conftest import ONE_CONNECTION_RUN, TIMEOUT, Trace, client, hooked_app
+from tests.helpers import ONE_CONNECTION_RUN, Trace, client, hooked_app
 
 pytestmark = pytest.mark.anyio
 
@@ -19,12 +19,11 @@ async def greeting(address: str) -> str:
 
 async def test_hooks_run_in_order_around_the_connections(host: Host) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(hooked_app(trace)) as served:
-            # The state a start-up hook set is what the first connection sees.
-            assert await client(greeting, served.url()) == "hello from startup"
-            await trace.closed.wait()
-            assert "shutdown 1" not in trace.names()  # not before the host stops
+    async with host.serve(hooked_app(trace)) as served:
+        # The state a start-up hook set is what the first connection sees.
+        assert await client(greeting, served.url()) == "hello from startup"
+        await trace.closed.wait()
+        assert "shutdown 1" not in trace.names()  # not before the host stops
     assert trace.names() == ONE_CONNECTION_RUN
 
 
@@ -41,11 +40,10 @@ async def test_shutdown_hooks_wait_for_open_connections_to_close(host: Host) -> 
     async def stay_connected(address: str) -> None:
         ended.append(await client(stay, address))
 
-    with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg:
-            async with host.serve(hooked_app(trace)) as served:
-                tg.start_soon(stay_connected, served.url())
-                await trace.wait_for("open")
+    async with anyio.create_task_group() as tg:
+        async with host.serve(hooked_app(trace)) as served:
+            tg.start_soon(stay_connected, served.url())
+            await trace.wait_for("open")
             # The host has stopped (its shutdown hooks ran) with the client still connected.
     assert trace.names()[-3:] == ["close", "shutdown 1", "shutdown 2"]
     assert len(ended) == 1
@@ -61,8 +59,7 @@ async def test_shutdown_hooks_wait_for_open_connections_to_close(host: Host) -> 
 
 async def test_a_failing_startup_hook_keeps_the_host_from_serving(host: Host) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        stopped = await host.until_stopped(hooked_app(trace, fail_startup=True))
+    stopped = await host.until_stopped(hooked_app(trace, fail_startup=True))
     # A client that connected as the host started was never answered: it did not serve.
     assert stopped.answer == b""
     # What the operator reads names the hook and its error.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 import wsapp
 from examples import starlette_mount
 from tests.asgi.hosts import UPGRADE_REQUIRED, Host, http_get
-from tests.conftest import TIMEOUT, Trace, client
+from tests.helpers import Trace, client
 
 pytestmark = pytest.mark.anyio
 
@@ -64,17 +63,16 @@ async def test_mounted_app_serves_websockets_next_to_starlette_routes(host: Host
             return seen, str(await ws.recv())
 
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(site(trace)) as served:
-            home = await http_get(served, "/")
-            assert (home.status, home.body) == (200, b"the Starlette home page")
+    async with host.serve(site(trace)) as served:
+        home = await http_get(served, "/")
+        assert (home.status, home.body) == (200, b"the Starlette home page")
 
-            seen, echoed = await client(talk, served.url("/ws/rooms/a"))
-            # Routes match the path relative to the mount, and the hooks' state is there.
-            assert seen == {"path": "/rooms/a", "params": {"name": "a"}, "topic": "set at start-up"}
-            assert echoed == "echo"
-            await trace.closed.wait()
-            assert "shutdown" not in trace.names()
+        seen, echoed = await client(talk, served.url("/ws/rooms/a"))
+        # Routes match the path relative to the mount, and the hooks' state is there.
+        assert seen == {"path": "/rooms/a", "params": {"name": "a"}, "topic": "set at start-up"}
+        assert echoed == "echo"
+        await trace.closed.wait()
+        assert "shutdown" not in trace.names()
     assert trace.names() == ["startup", "open", "close", "shutdown"]
 
 
@@ -91,9 +89,8 @@ async def test_mounted_app_serves_websockets_next_to_starlette_routes(host: Host
 async def test_plain_http_under_and_outside_the_mount(
     host: Host, path: str, status: int, body: bytes
 ) -> None:
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(site(Trace())) as served:
-            response = await http_get(served, path)
+    async with host.serve(site(Trace())) as served:
+        response = await http_get(served, path)
     assert (response.status, response.body) == (status, body)
 
 
@@ -109,12 +106,11 @@ async def test_websocket_to_an_unknown_path_under_the_mount_is_refused_with_404(
         raise AssertionError("the handshake was accepted")
 
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(site(trace)) as served:
-            assert await client(refused, served.url("/ws/nope")) == (
-                404,
-                b"no WebSocket endpoint at /nope\n",
-            )
+    async with host.serve(site(trace)) as served:
+        assert await client(refused, served.url("/ws/nope")) == (
+            404,
+            b"no WebSocket endpoint at /nope\n",
+        )
     assert "open" not in trace.names()
 
 
@@ -123,16 +119,15 @@ async def test_the_starlette_mount_example(host: Host) -> None:
         async with connect(address) as ws:
             return str(await ws.recv())
 
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(starlette_mount.site) as served:
-            home = await http_get(served, "/")
-            assert (home.status, home.body) == (
-                200,
-                b"an HTTP page next to the WebSocket endpoints",
-            )
-            # The count starts at 0 in its start-up hook: each serve begins with visit 1.
-            assert await client(visit, served.url("/ws/rooms/a")) == "/rooms/a visit 1"
-            assert await client(visit, served.url("/ws/rooms/b")) == "/rooms/b visit 2"
+    async with host.serve(starlette_mount.site) as served:
+        home = await http_get(served, "/")
+        assert (home.status, home.body) == (
+            200,
+            b"an HTTP page next to the WebSocket endpoints",
+        )
+        # The count starts at 0 in its start-up hook: each serve begins with visit 1.
+        assert await client(visit, served.url("/ws/rooms/a")) == "/rooms/a visit 1"
+        assert await client(visit, served.url("/ws/rooms/b")) == "/rooms/b visit 2"
 
 
 async def test_a_mount_without_lifespan_is_served_with_one_warning(
@@ -151,10 +146,9 @@ async def test_a_mount_without_lifespan_is_served_with_one_warning(
             return str(await conn.recv())
 
     forgot = Starlette(routes=[Mount("/ws", app=ws)])  # no lifespan=ws.lifespan
-    with anyio.fail_after(TIMEOUT):
-        async with host.serve(forgot) as served:
-            assert await client(echo, served.url("/ws/")) == "hi"
-            assert await client(echo, served.url("/ws/")) == "hi"
+    async with host.serve(forgot) as served:
+        assert await client(echo, served.url("/ws/")) == "hi"
+        assert await client(echo, served.url("/ws/")) == "hi"
     warnings = [r.getMessage() for r in wsapp_logs.records if "have not run" in r.getMessage()]
     assert len(warnings) == 1
     assert "Pass lifespan=app.lifespan to the host app." in warnings[0]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import anyio
 import pytest
 
 from tests.conformance.wire import close_payload, fails_with, peer, read_frames_until_eof
-from tests.conftest import TIMEOUT, Trace
+from tests.helpers import Trace
 from tests.rawclient import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, close_frame, frame
 
 pytestmark = pytest.mark.anyio
@@ -32,22 +31,20 @@ INVALID_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000
 
 async def test_5_5_1_empty_close_is_answered_with_an_empty_close() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace) as raw:
-            await raw.send(frame(OP_CLOSE, b""))
-            assert await read_frames_until_eof(raw) == [(True, OP_CLOSE, b"")]
-            await trace.closed.wait()
+    async with peer(trace) as raw:
+        await raw.send(frame(OP_CLOSE, b""))
+        assert await read_frames_until_eof(raw) == [(True, OP_CLOSE, b"")]
+        await trace.closed.wait()
     assert trace.close_args == (True, 1005, "")  # 7.1.5: no status code received
 
 
 @pytest.mark.parametrize("code", VALID_CODES)
 async def test_5_5_1_close_code_is_echoed_and_tcp_closed(code: int) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace) as raw:
-            await raw.send(close_frame(code, "a reason"))
-            frames = await read_frames_until_eof(raw)
-            await trace.closed.wait()
+    async with peer(trace) as raw:
+        await raw.send(close_frame(code, "a reason"))
+        frames = await read_frames_until_eof(raw)
+        await trace.closed.wait()
     assert [(fin, op, payload[:2]) for fin, op, payload in frames] == [
         (True, OP_CLOSE, close_payload(code))
     ]
@@ -57,12 +54,11 @@ async def test_5_5_1_close_code_is_echoed_and_tcp_closed(code: int) -> None:
 async def test_5_5_1_close_reason_of_123_bytes_is_accepted() -> None:
     reason = "r" * 123  # with the code: 125 bytes, the largest control frame payload
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace) as raw:
-            await raw.send(close_frame(1000, reason))
-            assert (await raw.read_close())[0] == 1000
-            await raw.read_eof()
-            await trace.closed.wait()
+    async with peer(trace) as raw:
+        await raw.send(close_frame(1000, reason))
+        assert (await raw.read_close())[0] == 1000
+        await raw.read_eof()
+        await trace.closed.wait()
     assert trace.close_args == (True, 1000, reason)
 
 
@@ -78,8 +74,7 @@ async def test_5_5_1_close_reason_of_123_bytes_is_accepted() -> None:
     ],
 )
 async def test_7_4_invalid_close_frame_fails_the_connection(payload: bytes, code: int) -> None:
-    with anyio.fail_after(TIMEOUT):
-        await fails_with(frame(OP_CLOSE, payload), code)
+    await fails_with(frame(OP_CLOSE, payload), code)
 
 
 @pytest.mark.parametrize(
@@ -96,11 +91,10 @@ async def test_5_5_1_frames_after_the_client_close_are_ignored(after: bytes) -> 
     # 5.5.1: after sending a close frame, the endpoint MUST NOT send more data frames; the
     # server must neither echo nor answer pings once it has received our close.
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace) as raw:
-            await raw.send(close_frame(1000, "bye") + after)
-            frames = await read_frames_until_eof(raw)
-            await trace.closed.wait()
+    async with peer(trace) as raw:
+        await raw.send(close_frame(1000, "bye") + after)
+        frames = await read_frames_until_eof(raw)
+        await trace.closed.wait()
     assert frames == [(True, OP_CLOSE, close_payload(1000, b"bye"))]
     assert "message" not in trace.names()
     assert trace.close_args == (True, 1000, "bye")

@@ -6,11 +6,10 @@ import os
 import zlib
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.conformance.wire import close_cleanly, fails_with, peer, split
-from tests.conftest import TIMEOUT, Trace
+from tests.helpers import Trace
 from tests.rawclient import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient
 from tests.rawclient import frame as raw_frame
 
@@ -120,52 +119,48 @@ def far_repeats(distance: int) -> bytes:
 
 async def test_7_plain_offer_is_accepted_and_messages_round_trip_compressed() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(), **COMPRESS) as raw:
-            assert agreed(raw) == {}
-            deflater, inflater = Deflater(), Inflater()
-            for data in [b"hello", b"hello", b"", b"x" * 70_000, "κόσμε".encode()]:
-                assert await round_trip(raw, deflater, inflater, OP_TEXT, data)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(), **COMPRESS) as raw:
+        assert agreed(raw) == {}
+        deflater, inflater = Deflater(), Inflater()
+        for data in [b"hello", b"hello", b"", b"x" * 70_000, "κόσμε".encode()]:
+            assert await round_trip(raw, deflater, inflater, OP_TEXT, data)
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_1_1_server_no_context_takeover_is_accepted() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer("server_no_context_takeover"), **COMPRESS) as raw:
-            # 7.1.1.1: the server accepts the offer by including the parameter.
-            assert agreed(raw) == {"server_no_context_takeover": None}
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer("server_no_context_takeover"), **COMPRESS) as raw:
+        # 7.1.1.1: the server accepts the offer by including the parameter.
+        assert agreed(raw) == {"server_no_context_takeover": None}
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_1_2_client_no_context_takeover_is_honoured_or_ignored() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer("client_no_context_takeover"), **COMPRESS) as raw:
-            params = agreed(raw)
-            # 7.1.1.2: the server MAY include it, and may not add anything else.
-            assert params in ({}, {"client_no_context_takeover": None})
-            deflater, inflater = Deflater(no_context_takeover=True), Inflater()
-            for _ in range(2):
-                assert await round_trip(raw, deflater, inflater, OP_BINARY, b"same" * 50)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer("client_no_context_takeover"), **COMPRESS) as raw:
+        params = agreed(raw)
+        # 7.1.1.2: the server MAY include it, and may not add anything else.
+        assert params in ({}, {"client_no_context_takeover": None})
+        deflater, inflater = Deflater(no_context_takeover=True), Inflater()
+        for _ in range(2):
+            assert await round_trip(raw, deflater, inflater, OP_BINARY, b"same" * 50)
+        await close_cleanly(raw, trace)
 
 
 @pytest.mark.parametrize("bits", range(9, 16))
 async def test_7_1_2_1_server_max_window_bits_is_accepted_and_honoured(bits: int) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(f"server_max_window_bits={bits}"), **COMPRESS) as raw:
-            params = agreed(raw)
-            # 7.1.2.1: accepted by including the parameter with "the same or smaller value".
-            assert params is not None and set(params) == {"server_max_window_bits"}
-            value = params["server_max_window_bits"]
-            assert value is not None and value.isdigit() and 8 <= int(value) <= bits
-            # Back-references farther than the agreed window would break this inflater.
-            inflater = Inflater(int(value))
-            for distance in [(1 << bits) - 300, (1 << bits) + 300]:
-                await round_trip(raw, Deflater(), inflater, OP_BINARY, far_repeats(distance))
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(f"server_max_window_bits={bits}"), **COMPRESS) as raw:
+        params = agreed(raw)
+        # 7.1.2.1: accepted by including the parameter with "the same or smaller value".
+        assert params is not None and set(params) == {"server_max_window_bits"}
+        value = params["server_max_window_bits"]
+        assert value is not None and value.isdigit() and 8 <= int(value) <= bits
+        # Back-references farther than the agreed window would break this inflater.
+        inflater = Inflater(int(value))
+        for distance in [(1 << bits) - 300, (1 << bits) + 300]:
+            await round_trip(raw, Deflater(), inflater, OP_BINARY, far_repeats(distance))
+        await close_cleanly(raw, trace)
 
 
 @pytest.mark.parametrize(
@@ -174,28 +169,26 @@ async def test_7_1_2_1_server_max_window_bits_is_accepted_and_honoured(bits: int
 )
 async def test_7_1_2_2_client_max_window_bits_is_accepted(param: str, limit: int) -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(param), **COMPRESS) as raw:
-            params = agreed(raw)
-            # 7.1.2.2: the server MAY reply with a value no larger than the offer's, or omit it.
-            assert params is not None and set(params) <= {"client_max_window_bits"}
-            bits = limit
-            if params:
-                value = params["client_max_window_bits"]
-                assert value is not None and value.isdigit() and 8 <= int(value) <= limit
-                bits = int(value)
-            await round_trip(raw, Deflater(bits), Inflater(), OP_TEXT, b"window " * 500)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(param), **COMPRESS) as raw:
+        params = agreed(raw)
+        # 7.1.2.2: the server MAY reply with a value no larger than the offer's, or omit it.
+        assert params is not None and set(params) <= {"client_max_window_bits"}
+        bits = limit
+        if params:
+            value = params["client_max_window_bits"]
+            assert value is not None and value.isdigit() and 8 <= int(value) <= limit
+            bits = int(value)
+        await round_trip(raw, Deflater(bits), Inflater(), OP_TEXT, b"window " * 500)
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_2_2_server_limits_the_client_window_when_configured_to() -> None:
     trace = Trace()
     settings: dict[str, Any] = {**COMPRESS, "compression_client_max_window_bits": 10}
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer("client_max_window_bits"), **settings) as raw:
-            assert agreed(raw) == {"client_max_window_bits": "10"}
-            await round_trip(raw, Deflater(10), Inflater(), OP_TEXT, b"window " * 500)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer("client_max_window_bits"), **settings) as raw:
+        assert agreed(raw) == {"client_max_window_bits": "10"}
+        await round_trip(raw, Deflater(10), Inflater(), OP_TEXT, b"window " * 500)
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_2_1_server_max_window_bits_8_is_declined_or_accepted_as_8() -> None:
@@ -204,16 +197,15 @@ async def test_7_1_2_1_server_max_window_bits_8_is_declined_or_accepted_as_8() -
     # the client can inflate with a 256-byte window (uncompressed ones are always allowed,
     # 7.2.2 / 6). This test accepts both; it asserts the data still round-trips either way.
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer("server_max_window_bits=8"), **COMPRESS) as raw:
-            params = agreed(raw)
-            assert params in (None, {"server_max_window_bits": "8"})
-            deflater = None if params is None else Deflater()
-            inflater = Inflater(8)
-            for data in [b"eight " * 100, far_repeats(300)]:
-                compressed = await round_trip(raw, deflater, inflater, OP_BINARY, data)
-                assert params is not None or not compressed
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer("server_max_window_bits=8"), **COMPRESS) as raw:
+        params = agreed(raw)
+        assert params in (None, {"server_max_window_bits": "8"})
+        deflater = None if params is None else Deflater()
+        inflater = Inflater(8)
+        for data in [b"eight " * 100, far_repeats(300)]:
+            compressed = await round_trip(raw, deflater, inflater, OP_BINARY, data)
+            assert params is not None or not compressed
+        await close_cleanly(raw, trace)
 
 
 @pytest.mark.parametrize(
@@ -245,30 +237,27 @@ async def test_7_1_invalid_offer_is_declined_and_the_connection_works_uncompress
     # 7.1: a server MUST decline an offer with an unknown or duplicated parameter or an invalid
     # value; it then answers without permessage-deflate (the connection stays usable).
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(*params), **COMPRESS) as raw:
-            assert agreed(raw) is None
-            assert not await round_trip(raw, None, Inflater(), OP_TEXT, b"plain " * 20)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(*params), **COMPRESS) as raw:
+        assert agreed(raw) is None
+        assert not await round_trip(raw, None, Inflater(), OP_TEXT, b"plain " * 20)
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_declined_offer_falls_back_to_the_next_offer() -> None:
     extra = "Sec-WebSocket-Extensions: permessage-deflate; bogus, permessage-deflate\r\n"
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=extra, **COMPRESS) as raw:
-            assert agreed(raw) == {}
-            assert await round_trip(raw, Deflater(), Inflater(), OP_TEXT, b"second " * 20)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=extra, **COMPRESS) as raw:
+        assert agreed(raw) == {}
+        assert await round_trip(raw, Deflater(), Inflater(), OP_TEXT, b"second " * 20)
+        await close_cleanly(raw, trace)
 
 
 async def test_7_offer_is_declined_when_the_server_has_compression_off() -> None:
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer()) as raw:
-            assert agreed(raw) is None
-            assert not await round_trip(raw, None, Inflater(), OP_TEXT, b"plain")
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer()) as raw:
+        assert agreed(raw) is None
+        assert not await round_trip(raw, None, Inflater(), OP_TEXT, b"plain")
+        await close_cleanly(raw, trace)
 
 
 # -- compressed messages (RFC 7692 sections 6 and 7.2) -----------------------------------------
@@ -281,19 +270,18 @@ async def test_6_1_compressed_message_in_fragments_echoes_compressed(
 ) -> None:
     data = b"a fragmented and compressed message. " * 40
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(), **COMPRESS) as raw:
-            payload = Deflater().compress(data)
-            step = len(payload) // count
-            parts = split(payload, [step * i for i in range(1, count)])
-            frames = [raw_frame(OP_CONT, part, fin=i == count - 1) for i, part in enumerate(parts)]
-            frames[0] = raw_frame(opcode, parts[0], fin=False, rsv=RSV1)  # 6.1: first frame only
-            frames.insert(1, raw_frame(OP_PING, b"between"))  # 5.4: control frames may interleave
-            await raw.send(b"".join(frames))
-            assert await raw.read_frame() == (True, OP_PONG, b"between")
-            assert raw.last_rsv == 0
-            assert await read_message(raw, Inflater()) == (opcode, data, True)
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(), **COMPRESS) as raw:
+        payload = Deflater().compress(data)
+        step = len(payload) // count
+        parts = split(payload, [step * i for i in range(1, count)])
+        frames = [raw_frame(OP_CONT, part, fin=i == count - 1) for i, part in enumerate(parts)]
+        frames[0] = raw_frame(opcode, parts[0], fin=False, rsv=RSV1)  # 6.1: first frame only
+        frames.insert(1, raw_frame(OP_PING, b"between"))  # 5.4: control frames may interleave
+        await raw.send(b"".join(frames))
+        assert await raw.read_frame() == (True, OP_PONG, b"between")
+        assert raw.last_rsv == 0
+        assert await read_message(raw, Inflater()) == (opcode, data, True)
+        await close_cleanly(raw, trace)
     assert trace.names().count("message") == 1
 
 
@@ -301,29 +289,27 @@ async def test_6_1_compressed_message_in_fragments_echoes_compressed(
 async def test_6_uncompressed_message_on_a_compressed_connection_echoes(opcode: int) -> None:
     # 6: RSV1 clear means the message is not compressed, which a sender may always choose.
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer(), **COMPRESS) as raw:
-            deflater, inflater = Deflater(), Inflater()
-            await round_trip(raw, None, inflater, opcode, b"not compressed")
-            assert await round_trip(raw, deflater, inflater, opcode, b"compressed " * 10)
-            await round_trip(raw, None, inflater, opcode, b"not compressed again")
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer(), **COMPRESS) as raw:
+        deflater, inflater = Deflater(), Inflater()
+        await round_trip(raw, None, inflater, opcode, b"not compressed")
+        assert await round_trip(raw, deflater, inflater, opcode, b"compressed " * 10)
+        await round_trip(raw, None, inflater, opcode, b"not compressed again")
+        await close_cleanly(raw, trace)
 
 
 async def test_7_1_1_1_server_no_context_takeover_makes_identical_messages_identical() -> None:
     data = b"the very same message, twice over. " * 10
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace, extra=offer("server_no_context_takeover"), **COMPRESS) as raw:
-            replies = []
-            for _ in range(2):
-                await raw.send(raw_frame(OP_TEXT, Deflater().compress(data), rsv=RSV1))
-                fin, opcode, payload = await raw.read_frame()
-                assert (fin, opcode, raw.last_rsv) == (True, OP_TEXT, RSV1)
-                assert Inflater().inflate(payload) == data  # each inflates on its own
-                replies.append(payload)
-            assert replies[0] == replies[1]
-            await close_cleanly(raw, trace)
+    async with peer(trace, extra=offer("server_no_context_takeover"), **COMPRESS) as raw:
+        replies = []
+        for _ in range(2):
+            await raw.send(raw_frame(OP_TEXT, Deflater().compress(data), rsv=RSV1))
+            fin, opcode, payload = await raw.read_frame()
+            assert (fin, opcode, raw.last_rsv) == (True, OP_TEXT, RSV1)
+            assert Inflater().inflate(payload) == data  # each inflates on its own
+            replies.append(payload)
+        assert replies[0] == replies[1]
+        await close_cleanly(raw, trace)
 
 
 @pytest.mark.parametrize(
@@ -350,8 +336,7 @@ async def test_7_1_1_1_server_no_context_takeover_makes_identical_messages_ident
 async def test_6_1_misplaced_reserved_bits_fail_with_1002(frames: list[bytes]) -> None:
     # 6.1: RSV1 marks the first frame of a compressed data message, and nothing else;
     # permessage-deflate gives RSV2 and RSV3 no meaning (RFC 6455 5.2: fail the connection).
-    with anyio.fail_after(TIMEOUT):
-        trace = await fails_with(b"".join(frames), 1002, extra=offer(), **COMPRESS)
+    trace = await fails_with(b"".join(frames), 1002, extra=offer(), **COMPRESS)
     assert "message" not in trace.names()
 
 
@@ -360,6 +345,5 @@ async def test_rsv1_without_negotiated_compression_fails_with_1002(opcode: int) 
     # The client offers, compression is off on the server: nothing is negotiated, so RSV1 has
     # no meaning and RFC 6455 5.2 requires failing the connection.
     data = raw_frame(opcode, Deflater().compress(b"sneaky"), rsv=RSV1)
-    with anyio.fail_after(TIMEOUT):
-        trace = await fails_with(data, 1002, extra=offer())
+    trace = await fails_with(data, 1002, extra=offer())
     assert "message" not in trace.names()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import anyio
 import pytest
 
 from tests.conformance.wire import close_cleanly, echoes, fails_with, fragmented, peer, split
-from tests.conftest import TIMEOUT, Trace
+from tests.helpers import Trace
 from tests.rawclient import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame
 
 pytestmark = pytest.mark.anyio
@@ -20,8 +19,7 @@ async def test_5_4_fragmented_message_echoes_as_one_message(opcode: int, count: 
     step = len(PAYLOAD) // count
     parts = split(PAYLOAD, [step * i for i in range(1, count)])
     assert len(parts) == count
-    with anyio.fail_after(TIMEOUT):
-        trace = await echoes(fragmented(opcode, parts), [(True, opcode, PAYLOAD)])
+    trace = await echoes(fragmented(opcode, parts), [(True, opcode, PAYLOAD)])
     assert trace.names().count("message") == 1
 
 
@@ -36,25 +34,23 @@ async def test_5_4_fragmented_message_echoes_as_one_message(opcode: int, count: 
     ],
 )
 async def test_5_4_empty_fragments_are_fine(opcode: int, parts: list[bytes]) -> None:
-    with anyio.fail_after(TIMEOUT):
-        await echoes(fragmented(opcode, parts), [(True, opcode, b"".join(parts))])
+    await echoes(fragmented(opcode, parts), [(True, opcode, b"".join(parts))])
 
 
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
 async def test_5_4_pings_between_fragments_are_answered_at_once(opcode: int) -> None:
     # 5.4: control frames MAY be injected in the middle of a fragmented message.
     trace = Trace()
-    with anyio.fail_after(TIMEOUT):
-        async with peer(trace) as raw:
-            await raw.send(frame(opcode, b"one ", fin=False) + frame(OP_PING, b"p1"))
-            assert await raw.read_frame() == (True, OP_PONG, b"p1")  # before the message ends
-            await raw.send(frame(OP_CONT, b"two ", fin=False) + frame(OP_PONG, b"unsolicited"))
-            await raw.send(frame(OP_PING, b"p2") + frame(OP_PING, b""))
-            assert await raw.read_frame() == (True, OP_PONG, b"p2")
-            assert await raw.read_frame() == (True, OP_PONG, b"")
-            await raw.send(frame(OP_CONT, b"three"))
-            assert await raw.read_frame() == (True, opcode, b"one two three")
-            await close_cleanly(raw, trace)
+    async with peer(trace) as raw:
+        await raw.send(frame(opcode, b"one ", fin=False) + frame(OP_PING, b"p1"))
+        assert await raw.read_frame() == (True, OP_PONG, b"p1")  # before the message ends
+        await raw.send(frame(OP_CONT, b"two ", fin=False) + frame(OP_PONG, b"unsolicited"))
+        await raw.send(frame(OP_PING, b"p2") + frame(OP_PING, b""))
+        assert await raw.read_frame() == (True, OP_PONG, b"p2")
+        assert await raw.read_frame() == (True, OP_PONG, b"")
+        await raw.send(frame(OP_CONT, b"three"))
+        assert await raw.read_frame() == (True, opcode, b"one two three")
+        await close_cleanly(raw, trace)
     assert trace.names().count("message") == 1
 
 
@@ -76,8 +72,7 @@ async def test_5_4_pings_between_fragments_are_answered_at_once(opcode: int) -> 
 async def test_5_4_new_data_frame_inside_a_fragmented_message_fails_with_1002(
     data: bytes,
 ) -> None:
-    with anyio.fail_after(TIMEOUT):
-        trace = await fails_with(data, 1002)
+    trace = await fails_with(data, 1002)
     assert "message" not in trace.names()
 
 
@@ -94,16 +89,14 @@ async def test_5_4_new_data_frame_inside_a_fragmented_message_fails_with_1002(
     ],
 )
 async def test_5_4_continuation_without_an_open_message_fails_with_1002(data: bytes) -> None:
-    with anyio.fail_after(TIMEOUT):
-        await fails_with(data, 1002)
+    await fails_with(data, 1002)
 
 
 @pytest.mark.parametrize("opcode", [OP_PING, OP_PONG, 0x8])
 async def test_5_5_fragmented_control_frame_fails_with_1002(opcode: int) -> None:
     # 5.5: "All control frames ... MUST NOT be fragmented."
     data = frame(opcode, b"\x03\xe8part", fin=False) + frame(OP_CONT, b"rest")
-    with anyio.fail_after(TIMEOUT):
-        await fails_with(data, 1002)
+    await fails_with(data, 1002)
 
 
 @pytest.mark.parametrize("opcode", [OP_PING, OP_PONG, 0x8])
@@ -111,6 +104,5 @@ async def test_5_5_fragmented_control_frame_fails_with_1002(opcode: int) -> None
 async def test_5_5_control_frame_over_125_bytes_fails_with_1002(opcode: int, length: int) -> None:
     # 5.5: "All control frames MUST have a payload length of 125 bytes or less."
     payload = b"\x03\xe8" + b"x" * (length - 2)
-    with anyio.fail_after(TIMEOUT):
-        trace = await fails_with(frame(opcode, payload), 1002)
+    trace = await fails_with(frame(opcode, payload), 1002)
     assert "message" not in trace.names()

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from tests.conftest import Trace, port, running, traced_app
+from tests.helpers import Trace, port, running, traced_app
 from tests.rawclient import OP_CONT, RawClient, close_frame, frame
 
 Frame = tuple[bool, int, bytes]

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import wsapp
-from tests.conftest import port, running
+from tests.helpers import port, running
 from tests.rawclient import OP_CLOSE, OP_PING, OP_PONG, RawClient, close_frame, frame, handshake
 from tests.robustness.helpers import (
     Tally,
@@ -41,6 +41,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 ENDS_WITHIN = 5.0  # seconds for a connection to end once the client has said all it will
 CLOSE_TIMEOUT = 0.5
 
+# Hypothesis runs all the examples of a test inside one plain call, which the conftest deadline
+# does not bound: each example's body carries its own (2 * ENDS_WITHIN + 5 seconds).
 fuzz_settings = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from tests.conftest import port, running
+from tests.helpers import port, running
 from tests.robustness.helpers import MiB, Tally, exchange, status_of, tally_app
 
 pytestmark = pytest.mark.anyio
 
 MAX_HEADER_SIZE = 16 * 1024
+HANDSHAKE_TIMEOUT = 10
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # 16 bytes in base64 (RFC 6455's example)
 FLOOD = 16 * MiB  # what a never-ending request offers; the server must stop reading long before
 
@@ -87,11 +88,12 @@ async def test_malformed_handshake_gets_a_4xx_then_a_closed_socket(
     head: bytes, filler: bytes, status: int
 ) -> None:
     tally = Tally()
-    app = tally_app(tally, max_header_size=MAX_HEADER_SIZE, handshake_timeout=10)
+    app = tally_app(tally, max_header_size=MAX_HEADER_SIZE, handshake_timeout=HANDSHAKE_TIMEOUT)
     chunks = [head, *endless(filler)] if filler else [head]
-    with anyio.fail_after(10):
-        async with running(app) as server:
-            # exchange() returns only once the server has closed the socket.
+    async with running(app) as server:
+        # exchange() returns only once the server has closed the socket: the bad head must end
+        # the connection, not the handshake timer.
+        with anyio.fail_after(HANDSHAKE_TIMEOUT):
             response, sent = await exchange(port(server), chunks)
     assert status_of(response) == status, response[:200]
     assert response.endswith(b"\n")  # the whole response arrived before the close

@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack
 import anyio
 import pytest
 
-from tests.conftest import port, running
+from tests.helpers import port, running
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame, handshake
 from tests.robustness.helpers import (
     MiB,
@@ -41,13 +41,14 @@ class Countdown:
             self.done.set()
 
 
+@pytest.mark.timeout(40)
 async def test_five_thousand_concurrent_connections_then_503_beyond_max_connections() -> None:
     tally = Tally()
     app = tally_app(tally, max_connections=CONCURRENT, ping_interval=None)
     connecting = anyio.CapacityLimiter(CONNECTING_AT_ONCE)
     all_open = Countdown(CONCURRENT)
     release = anyio.Event()
-    with raised_fd_limit(2 * CONCURRENT + 1000), anyio.fail_after(40):
+    with raised_fd_limit(2 * CONCURRENT + 1000):
         async with running(app) as server:
 
             async def member(number: int) -> None:
@@ -103,27 +104,27 @@ ENDINGS = [end_cleanly, end_with_reset, end_refused]  # taken in turn
 WARM_UP, CYCLES, BATCH = 300, 2100, 150
 
 
+@pytest.mark.timeout(20)
 async def test_connections_that_come_and_go_leave_nothing_behind() -> None:
     tally = Tally()
-    with anyio.fail_after(20):
-        async with running(tally_app(tally, ping_interval=None)) as server:
+    async with running(tally_app(tally, ping_interval=None)) as server:
 
-            async def batches(count: int) -> None:
-                for _ in range(count // BATCH):
-                    async with anyio.create_task_group() as tg:
-                        for number in range(BATCH):
-                            tg.start_soon(ENDINGS[number % len(ENDINGS)], port(server))
-                await tally.wait_for_closes(tally.opened)
+        async def batches(count: int) -> None:
+            for _ in range(count // BATCH):
+                async with anyio.create_task_group() as tg:
+                    for number in range(BATCH):
+                        tg.start_soon(ENDINGS[number % len(ENDINGS)], port(server))
+            await tally.wait_for_closes(tally.opened)
 
-            await batches(WARM_UP)
-            fds, tasks, memory = open_fds(), task_count(), rss()
-            await batches(CYCLES)
-            # Connection tasks end a few scheduler turns after their on_close; a leak grows
-            # the counts (a transient task of the warm-up may also be gone: fewer is fine).
-            settled = await eventually(lambda: open_fds() <= fds and task_count() <= tasks, 5)
-            now = (open_fds(), task_count())
-            growth = rss() - memory
-            active = server.active_connections
+        await batches(WARM_UP)
+        fds, tasks, memory = open_fds(), task_count(), rss()
+        await batches(CYCLES)
+        # Connection tasks end a few scheduler turns after their on_close; a leak grows
+        # the counts (a transient task of the warm-up may also be gone: fewer is fine).
+        settled = await eventually(lambda: open_fds() <= fds and task_count() <= tasks, 5)
+        now = (open_fds(), task_count())
+        growth = rss() - memory
+        active = server.active_connections
     assert settled, f"(fds, tasks) went from {(fds, tasks)} to {now} over {CYCLES} connections"
     assert active == 0
     assert tally.opened == (WARM_UP + CYCLES) * 2 // 3  # the refused third never opened

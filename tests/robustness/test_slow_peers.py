@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.conftest import Trace, client, port, running, traced_app, url
+from tests.helpers import Trace, client, port, running, traced_app, url
 from tests.rawclient import OP_CLOSE, OP_PING, RawClient
 from tests.robustness.helpers import MiB, PeakMemory
 
@@ -75,22 +75,19 @@ async def test_peer_that_stops_reading_gets_write_timeout_and_costs_no_memory() 
             flood_closed.set()
             flood_closed_for_thread.set()
 
-    with anyio.fail_after(15):
-        async with running(app) as server, anyio.create_task_group() as tg:
-            outcome: list[tuple[int, float, bool]] = []
+    async with running(app) as server, anyio.create_task_group() as tg:
+        outcome: list[tuple[int, float, bool]] = []
 
-            async def bystander() -> None:
-                outcome.append(
-                    await client(echo_until, url(server, "/echo"), flood_closed_for_thread)
-                )
+        async def bystander() -> None:
+            outcome.append(await client(echo_until, url(server, "/echo"), flood_closed_for_thread))
 
-            tg.start_soon(bystander)
-            await echo_open.wait()
-            memory = PeakMemory()
-            async with RawClient.connect(port(server), "/flood") as raw:  # and never reads
-                with anyio.fail_after(WRITE_TIMEOUT + 5):
-                    await flood_closed.wait()
-                await raw.read_eof()  # the server dropped the socket
+        tg.start_soon(bystander)
+        await echo_open.wait()
+        memory = PeakMemory()
+        async with RawClient.connect(port(server), "/flood") as raw:  # and never reads
+            with anyio.fail_after(WRITE_TIMEOUT + 5):
+                await flood_closed.wait()
+            await raw.read_eof()  # the server dropped the socket
     echoed, slowest, saw_the_flood_end = outcome[0]
     assert len(failures) == 1
     assert str(failures[0]).endswith(f"'write timed out after {WRITE_TIMEOUT}s')")
@@ -119,17 +116,16 @@ async def test_vanished_peer_is_detected_by_keepalive(reads: bool) -> None:
             frames.append((opcode, payload))
         await raw.read_eof()
 
-    with anyio.fail_after(10):
-        async with running(app) as server, RawClient.connect(port(server)) as raw:
-            start = anyio.current_time()
-            async with anyio.create_task_group() as tg:
-                if reads:
-                    tg.start_soon(read_to_the_end, raw)
-                with anyio.fail_after(bound):
-                    await trace.closed.wait()
-                detected_after = anyio.current_time() - start
-                if not reads:
-                    await read_to_the_end(raw)
+    async with running(app) as server, RawClient.connect(port(server)) as raw:
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            if reads:
+                tg.start_soon(read_to_the_end, raw)
+            with anyio.fail_after(bound):
+                await trace.closed.wait()
+            detected_after = anyio.current_time() - start
+            if not reads:
+                await read_to_the_end(raw)
     assert trace.close_args == (False, 1011, f"no pong within {PONG_TIMEOUT}s")
     assert detected_after >= PING_INTERVAL + PONG_TIMEOUT
     assert frames[0][0] == OP_PING

@@ -9,7 +9,7 @@ import pytest
 from anyio.abc import ByteStream
 from websockets.asyncio.client import connect
 
-from tests.conftest import client, port, running, url
+from tests.helpers import client, port, running, url
 from tests.rawclient import handshake
 from tests.robustness.helpers import PEER_GONE, Tally, read_until_closed, tally_app
 
@@ -39,35 +39,35 @@ async def trickle(stream: ByteStream) -> None:
         await anyio.sleep(BYTE_INTERVAL)
 
 
+@pytest.mark.timeout(HANDSHAKE_TIMEOUT + 15)
 async def test_slowloris_does_not_delay_a_normal_client_and_is_dropped_on_time() -> None:
     tally = Tally()
     lifetimes: list[float] = []  # seconds from connect until the server closed each socket
     answered: list[bytes] = []  # anything the server sent to a trickler
     connected = 0
     all_connected = anyio.Event()
-    with anyio.fail_after(HANDSHAKE_TIMEOUT + 15):
-        async with running(tally_app(tally, handshake_timeout=HANDSHAKE_TIMEOUT)) as server:
+    async with running(tally_app(tally, handshake_timeout=HANDSHAKE_TIMEOUT)) as server:
 
-            async def slowloris() -> None:
-                nonlocal connected
-                async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
-                    start = anyio.current_time()
-                    connected += 1
-                    if connected == TRICKLERS:
-                        all_connected.set()
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(trickle, stream)
-                        answered.append(await read_until_closed(stream))
-                        lifetimes.append(anyio.current_time() - start)
-                        tg.cancel_scope.cancel()
+        async def slowloris() -> None:
+            nonlocal connected
+            async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
+                start = anyio.current_time()
+                connected += 1
+                if connected == TRICKLERS:
+                    all_connected.set()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(trickle, stream)
+                    answered.append(await read_until_closed(stream))
+                    lifetimes.append(anyio.current_time() - start)
+                    tg.cancel_scope.cancel()
 
-            async with anyio.create_task_group() as tg:
-                for _ in range(TRICKLERS):
-                    tg.start_soon(slowloris)
-                await all_connected.wait()
-                elapsed, reply, code = await client(echo_once, url(server))
-                dropped_before_the_client_finished = len(lifetimes)
-            await tally.wait_for_closes(1)
+        async with anyio.create_task_group() as tg:
+            for _ in range(TRICKLERS):
+                tg.start_soon(slowloris)
+            await all_connected.wait()
+            elapsed, reply, code = await client(echo_once, url(server))
+            dropped_before_the_client_finished = len(lifetimes)
+        await tally.wait_for_closes(1)
     assert (reply, code) == ("hello", 1000)
     assert elapsed < 2.0, f"a normal handshake took {elapsed:.2f}s behind {TRICKLERS} slowlorises"
     assert dropped_before_the_client_finished == 0  # it was served while all of them trickled

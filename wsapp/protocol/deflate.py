@@ -22,6 +22,7 @@ import zlib
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
+from wsapp.protocol.frames import PreparedMessage
 from wsapp.protocol.limits import MessageLimits
 
 __all__ = ["PerMessageDeflate"]
@@ -54,6 +55,16 @@ class PerMessageDeflate(Extension):
         self._message_compressed = False  # the data message being received is compressed
         self._frame_compressed = False  # the frame being received carries compressed data
         self._inflated = 0  # bytes inflated so far for the current message
+
+    def shared_frame(self, prepared: PreparedMessage) -> bytes | None:
+        """The frame of ``prepared`` that other connections can share, if this connection's
+        compression allows it: without context takeover every message is compressed on its
+        own, so the bytes depend only on the window. None: compress it for this connection."""
+        if not self._compress_outbound:
+            return prepared.frame  # an 8-bit window: sent uncompressed
+        if self._server_no_context_takeover:
+            return prepared.compressed_frame(self._server_bits)
+        return None
 
     def enabled(self) -> bool:
         return True

@@ -2,13 +2,16 @@
 
 A server's frames are not masked (RFC 6455 section 5.1), so the bytes of a data frame depend
 only on its opcode and payload: a message sent to many uncompressed connections can be
-framed once and the same ``bytes`` written to each of them. Equivalence with wsproto's own
+framed once and the same ``bytes`` written to each of them. Compressed, the same holds for
+connections whose compressor starts afresh for every message (``server_no_context_takeover``)
+with the same window. Equivalence with wsproto's own
 serializer is checked by a differential property test (tests/test_frames.py).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 
 __all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "PreparedMessage", "encode_frame"]
 
@@ -36,27 +39,43 @@ def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
 class PreparedMessage:
     """One message to be sent to many connections, encoded at most once per wire form.
 
+    Build it with [of][wsapp.protocol.frames.PreparedMessage.of] from a `str` or `bytes`, or
+    directly from an opcode and payload bytes that are already encoded (a JSON document
+    serialized to UTF-8, a payload received from a broker), which are then never decoded
+    unless a host that frames its own sends (ASGI) asks for `message`.
+
     Attributes:
-        message: The message as given (`str` for text, `bytes` for binary): what a host that
-            frames its own sends (ASGI) is handed.
         opcode: The opcode of its data frame.
-        payload: Its payload bytes (UTF-8 for text), encoded once.
+        payload: Its payload bytes (UTF-8 for text).
     """
 
-    __slots__ = ("_frame", "message", "opcode", "payload")
+    __slots__ = ("_compressed", "_frame", "_message", "opcode", "payload")
 
-    def __init__(self, message: str | bytes) -> None:
-        self.message = message
-        if isinstance(message, str):
-            self.opcode = OPCODE_TEXT
-            self.payload = message.encode()
-        else:
-            self.opcode = OPCODE_BINARY
-            self.payload = bytes(message)
+    def __init__(self, opcode: int, payload: bytes, message: str | bytes | None = None) -> None:
+        self.opcode = opcode
+        self.payload = payload
+        self._message = message
         self._frame: bytes | None = None
+        self._compressed: dict[int, bytes] | None = None
+
+    @classmethod
+    def of(cls, message: str | bytes) -> PreparedMessage:
+        """A text message for `str`, a binary one for `bytes`."""
+        if isinstance(message, str):
+            return cls(OPCODE_TEXT, message.encode(), message)
+        payload = bytes(message)
+        return cls(OPCODE_BINARY, payload, payload)
 
     def __len__(self) -> int:
         return len(self.payload)
+
+    @property
+    def message(self) -> str | bytes:
+        """The message itself: `str` for text (decoded on first use), `bytes` for binary."""
+        if self._message is None:
+            payload = self.payload
+            self._message = payload.decode() if self.opcode == OPCODE_TEXT else payload
+        return self._message
 
     @property
     def frame(self) -> bytes:
@@ -64,3 +83,17 @@ class PreparedMessage:
         if self._frame is None:
             self._frame = encode_frame(self.opcode, self.payload)
         return self._frame
+
+    def compressed_frame(self, window_bits: int) -> bytes:
+        """The frame compressed on its own (permessage-deflate without context takeover, as
+        RFC 7692 section 7.2.1 describes), built once per window size and shared by every
+        connection that negotiated ``server_no_context_takeover`` with that window."""
+        cache = self._compressed
+        if cache is None:
+            cache = self._compressed = {}
+        frame = cache.get(window_bits)
+        if frame is None:
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
+            data = compressor.compress(self.payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            frame = cache[window_bits] = encode_frame(self.opcode, data[:-4], rsv1=True)
+        return frame

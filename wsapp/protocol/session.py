@@ -19,6 +19,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import Extension
 
 from wsapp.protocol.closecode import CloseCode
+from wsapp.protocol.deflate import PerMessageDeflate
 from wsapp.protocol.frames import PreparedMessage
 from wsapp.protocol.limits import MessageLimits
 
@@ -87,7 +88,10 @@ class Session:
 
     def __init__(self, limits: MessageLimits, extensions: list[Extension] | None = None) -> None:
         self._ws = Connection(SERVER, extensions)
-        self._extended = bool(extensions)
+        self._deflate = next(
+            (e for e in extensions or () if isinstance(e, PerMessageDeflate)), None
+        )
+        self._own_frames = bool(extensions) and self._deflate is None  # an unknown extension
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
@@ -176,11 +180,13 @@ class Session:
         return self._ws.send(BytesMessage(message))  # type: ignore[arg-type]
 
     def prepared_frame(self, prepared: PreparedMessage) -> bytes:
-        """The bytes of a prepared message: its shared frame when no extension transforms
-        this connection's frames, else framed (and compressed) for this connection alone."""
-        if self._extended:
-            return self.send_message(prepared.message)
-        return prepared.frame
+        """The bytes of a prepared message: a frame shared with other connections where this
+        connection's extensions allow it, else framed (and compressed) for it alone."""
+        deflate = self._deflate
+        if deflate is None:
+            return self.send_message(prepared.message) if self._own_frames else prepared.frame
+        shared = deflate.shared_frame(prepared)
+        return shared if shared is not None else self.send_message(prepared.message)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         """The bytes of a ping frame."""

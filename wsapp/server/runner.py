@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import SocketListener, TaskStatus
 
-from wsapp.lifecycle import Servable
+from wsapp.lifecycle import Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
 from wsapp.server.accept import StreamHandler
@@ -75,18 +75,14 @@ class Server:
         task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept and serve connections until `shutdown` (or a signal, with `handle_signals`)."""
-        hooks = self.app.hooks
         failure: LifespanError | None = None
         async with anyio.create_task_group() as supervisor:
             if handle_signals:  # watches until the very end: a second signal forces exit
                 await supervisor.start(self._watch_signals)
             try:
-                with self._hooks_scope():
-                    await hooks.startup()
-                if not self.forced:
-                    await self._serve_connections(task_status)
-                    with self._hooks_scope():
-                        await hooks.shutdown()
+                async with serving(self.app, self.settings, guard=self._hooks_scope):
+                    if not self.forced:
+                        await self._serve_connections(task_status)
             except LifespanError as exc:
                 failure = exc
             finally:
@@ -139,14 +135,31 @@ class Server:
                 self.shutdown()
 
 
-def run_server(server_factory: Callable[[], Awaitable[Server]], backend: Backend) -> bool:
+class _Ready:
+    """A task status that calls back once the server serves."""
+
+    def __init__(self, callback: Callable[[Server], None]) -> None:
+        self._callback = callback
+
+    def started(self, value: Server | None = None) -> None:
+        assert value is not None
+        self._callback(value)
+
+
+def run_server(
+    server_factory: Callable[[], Awaitable[Server]],
+    backend: Backend,
+    ready: Callable[[Server], None] | None = None,
+) -> bool:
     """Run ``await server_factory()`` (which returns a Server) and serve it on ``backend``
-    with signals handled; True if the shutdown was graceful."""
+    with signals handled; True if the shutdown was graceful. ``ready`` is called once it
+    serves."""
     servers: list[Server] = []
 
     async def main() -> None:
         servers.append(await server_factory())
-        await servers[0].serve(handle_signals=True)
+        status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED if ready is None else _Ready(ready)
+        await servers[0].serve(handle_signals=True, task_status=status)
 
     backend_options: dict[str, Any] = {}
     if backend == "uvloop":

@@ -120,7 +120,7 @@ class SocketTransport:
     def push(self, message: PreparedMessage, limit: int) -> bool:
         session = self._open_session
         if session.close_sent or self._record.lost:
-            return False
+            raise self._record.error()
         frame = session.prepared_frame(message)
         if len(self._out) + len(frame) > limit:
             return False

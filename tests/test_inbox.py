@@ -1,0 +1,145 @@
+"""The inbox between a connection's reader and its handlers, without sockets.
+
+Whether `put` waits is what the peer feels: a waiting reader stops reading the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from wsapp.inbox import Inbox
+from wsapp.transport import Message
+
+pytestmark = pytest.mark.anyio
+
+
+class Reader:
+    """Puts messages into an inbox in a task of its own, as a connection's reader does, and
+    records how many went in."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.put = 0
+
+    async def put_all(self, messages: Sequence[Message], count: int, size: int) -> None:
+        for message in messages:
+            await self.inbox.put(message, count, size)
+            self.put += 1
+
+    async def settled(self) -> int:
+        """How many messages went in before the reader had to wait (or ran out)."""
+        await anyio.wait_all_tasks_blocked()
+        return self.put
+
+
+@asynccontextmanager
+async def reading(
+    inbox: Inbox, messages: Sequence[Message], count: int = 100, size: int = 1 << 20
+) -> AsyncIterator[Reader]:
+    reader = Reader(inbox)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader.put_all, messages, count, size)
+        yield reader
+        inbox.close()  # releases a reader still waiting
+
+
+async def test_messages_come_out_in_the_order_they_went_in() -> None:
+    inbox = Inbox()
+    messages: list[Message] = ["one", b"two", "three", b""]
+    for message in messages:
+        await inbox.put(message, 100, 1 << 20)
+    assert [await inbox.get() for _ in messages] == messages
+
+
+async def test_a_get_waits_for_the_next_message() -> None:
+    inbox = Inbox()
+    got: list[Message] = []
+    async with anyio.create_task_group() as tg:
+
+        async def get_one() -> None:
+            got.append(await inbox.get())
+
+        tg.start_soon(get_one)
+        await anyio.wait_all_tasks_blocked()
+        assert got == []
+        await inbox.put("hi", 1, 1)
+    assert got == ["hi"]
+
+
+async def test_a_full_count_makes_the_reader_wait_until_a_message_is_taken() -> None:
+    inbox = Inbox()
+    async with reading(inbox, ["a", "b", "c", "d"], count=2) as reader:
+        assert await reader.settled() == 2
+        assert await inbox.get() == "a"
+        assert await reader.settled() == 3  # room for exactly one more
+        assert [await inbox.get(), await inbox.get(), await inbox.get()] == ["b", "c", "d"]
+        assert await reader.settled() == 4
+
+
+async def test_beyond_the_first_message_the_queued_size_is_bounded() -> None:
+    inbox = Inbox()
+    async with reading(inbox, [b"x" * 6, b"y" * 4, b"z"], size=10) as reader:
+        assert await reader.settled() == 2  # 6 + 4 = 10 fits; one byte more does not
+        assert await inbox.get() == b"x" * 6
+        assert await reader.settled() == 3
+
+
+async def test_the_first_message_always_fits_however_large() -> None:
+    inbox = Inbox()
+    async with reading(inbox, [b"x" * 1000, b"y"], size=10) as reader:
+        assert await reader.settled() == 1  # worst case: one message plus `size` bytes
+        assert await inbox.get() == b"x" * 1000
+        assert await reader.settled() == 2
+
+
+async def test_the_limits_of_each_put_apply_to_that_put() -> None:
+    inbox = Inbox()
+    await inbox.put("a", 1, 100)
+    await inbox.put("b", 2, 100)  # a limit raised since (per-connection settings) applies
+    async with reading(inbox, ["c"], count=2) as reader:
+        assert await reader.settled() == 0
+    assert len(inbox) == 2
+
+
+async def test_close_lets_the_queued_messages_drain_then_ends_the_stream() -> None:
+    inbox = Inbox()
+    await inbox.put("a", 10, 100)
+    await inbox.put("b", 10, 100)
+    inbox.close()
+    assert [await inbox.get(), await inbox.get()] == ["a", "b"]
+    with pytest.raises(anyio.EndOfStream):
+        await inbox.get()
+    with pytest.raises(anyio.EndOfStream):
+        await inbox.get()  # and keeps ending it
+
+
+async def test_close_wakes_a_waiting_get_with_end_of_stream() -> None:
+    inbox = Inbox()
+    ended = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def get_one() -> None:
+            with pytest.raises(anyio.EndOfStream):
+                await inbox.get()
+            ended.set()
+
+        tg.start_soon(get_one)
+        await anyio.wait_all_tasks_blocked()
+        inbox.close()
+        await ended.wait()
+
+
+async def test_close_releases_a_waiting_reader_and_drops_what_it_was_putting() -> None:
+    inbox = Inbox()
+    async with reading(inbox, ["a", "b", "c"], count=1) as reader:
+        assert await reader.settled() == 1
+        inbox.close()
+        assert await reader.settled() == 3  # the reader went on; nobody will handle them
+    await inbox.put("after", 10, 100)
+    assert await inbox.get() == "a"
+    with pytest.raises(anyio.EndOfStream):
+        await inbox.get()

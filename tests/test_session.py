@@ -1,0 +1,333 @@
+"""The protocol session without sockets: client bytes in, events and server bytes out.
+
+The chunking property at the end is a harness for any implementation of the session: a
+faster protocol path is checked against it by adding its factory to `FACTORIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import Event as WsprotoEvent
+
+from tests.conformance.wire import split
+from tests.rawclient import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_frame,
+    frame,
+)
+from wsapp.protocol import (
+    CloseReceived,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+    Session,
+)
+from wsapp.protocol.limits import MessageLimits
+from wsapp.protocol.session import Event
+
+
+@dataclass
+class Limits:
+    """What a session reads its limit from: changed in place, as per-connection settings are."""
+
+    max_message_size: int = 1 << 20
+
+
+class Receiver(Protocol):
+    """The receiving half of a session, which is all the chunking property needs."""
+
+    def receive_data(self, data: bytes) -> list[Event]: ...
+
+
+#: Makes a fresh server session (past the handshake, no extension) enforcing ``limits``.
+SessionFactory = Callable[[MessageLimits], Receiver]
+
+#: Every implementation the properties below hold for.
+FACTORIES = [pytest.param(Session, id="Session")]
+
+
+def client() -> Connection:
+    """A wsproto client past the handshake: it masks what it sends, as browsers do."""
+    return Connection(ConnectionType.CLIENT)
+
+
+def client_bytes(*events: WsprotoEvent) -> bytes:
+    peer = client()
+    return b"".join(peer.send(event) for event in events)
+
+
+def as_client_sees(data: bytes) -> list[WsprotoEvent]:
+    """What a wsproto client makes of the server's bytes (it refuses masked frames)."""
+    peer = client()
+    peer.receive_data(data)
+    return list(peer.events())
+
+
+def feed(session: Receiver, chunks: Iterable[bytes]) -> list[Event]:
+    return [event for chunk in chunks for event in session.receive_data(chunk)]
+
+
+def assert_chunking_is_invisible(
+    make: SessionFactory, limits: MessageLimits, data: bytes, cuts: Sequence[int]
+) -> list[Event]:
+    """The events of ``data`` fed at once equal those of ``data`` cut at ``cuts`` (ascending
+    offsets); returns them."""
+    whole = make(limits).receive_data(data)
+    assert feed(make(limits), split(data, cuts)) == whole
+    return whole
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The pong a server sends: unmasked (RFC 6455 section 5.1), FIN set, opcode 0xA."""
+    return bytes([0x8A, len(payload)]) + payload
+
+
+# Messages
+
+
+def test_text_and_binary_messages_come_out_whole_and_in_order() -> None:
+    session = Session(Limits())
+    data = client_bytes(TextMessage("héllo"), BytesMessage(b"\x00\xff"), TextMessage(""))
+    assert session.receive_data(data) == ["héllo", b"\x00\xff", ""]
+
+
+def test_fragments_are_reassembled_with_pings_between_them_answered_first() -> None:
+    session = Session(Limits())
+    text = "naïve ☃".encode()
+    data = (
+        frame(OP_TEXT, text[:3], fin=False)  # cut inside the two-byte "ï"
+        + frame(OP_PING, b"now")
+        + frame(OP_CONT, text[3:-1], fin=False)  # and inside the three-byte snowman
+        + frame(OP_CONT, text[-1:])
+        + frame(OP_BINARY, b"ab", fin=False)
+        + frame(OP_CONT, b"", fin=False)
+        + frame(OP_CONT, b"cd")
+    )
+    assert session.receive_data(data) == [
+        PingReceived(b"now", pong_frame(b"now")),
+        "naïve ☃",
+        b"abcd",
+    ]
+
+
+def test_a_message_arriving_a_byte_at_a_time_comes_out_once() -> None:
+    session = Session(Limits())
+    data = frame(OP_TEXT, "é".encode() * 100, fin=False) + frame(OP_CONT, b"!")
+    assert feed(session, (data[i : i + 1] for i in range(len(data)))) == ["é" * 100 + "!"]
+
+
+# Control frames
+
+
+def test_a_ping_yields_the_pong_to_send_and_a_pong_is_reported() -> None:
+    session = Session(Limits())
+    (ping, pong) = session.receive_data(client_bytes(Ping(b"are you there"), Pong(b"yes")))
+    assert isinstance(ping, PingReceived)
+    assert ping == PingReceived(b"are you there", pong_frame(b"are you there"))
+    assert as_client_sees(ping.pong) == [Pong(b"are you there")]
+    assert pong == PongReceived(b"yes")
+
+
+def test_a_peers_close_is_received_answered_once_and_ends_the_session() -> None:
+    session = Session(Limits())
+    assert session.receive_data(close_frame(4000, "bye ✓")) == [CloseReceived(4000, "bye ✓")]
+    assert session.close_received and not session.closed
+    assert session.receive_data(frame(OP_TEXT, b"too late")) == []
+    echo = session.send_close(4000, "bye ✓")
+    assert as_client_sees(echo) == [CloseConnection(4000, "bye ✓")]
+    assert session.send_close(1000) == b""  # one close frame per session
+    assert session.closed
+
+
+def test_a_close_without_a_code_is_reported_as_1005() -> None:
+    assert Session(Limits()).receive_data(close_frame(None)) == [CloseReceived(1005, "")]
+
+
+def test_messages_after_our_close_are_dropped_until_the_peers_close() -> None:
+    session = Session(Limits())
+    assert as_client_sees(session.send_close(1001, "going away")) == [
+        CloseConnection(1001, "going away")
+    ]
+    data = frame(OP_TEXT, b"in flight") + frame(OP_PING, b"p") + close_frame(1001)
+    # RFC 6455 5.5.1: our close said we are done; the peer's close completes the handshake.
+    assert session.receive_data(data) == [PingReceived(b"p", b""), CloseReceived(1001, "")]
+    assert session.closed
+
+
+# Failures
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param(frame(3, b"x"), 1002, id="reserved-opcode"),
+        pytest.param(frame(OP_TEXT, b"x", mask=False), 1002, id="unmasked"),
+        pytest.param(frame(OP_TEXT, b"x", rsv=4), 1002, id="rsv1-without-extension"),
+        pytest.param(frame(OP_PING, bytes(126)), 1002, id="control-over-125-bytes"),
+        pytest.param(frame(OP_PING, b"x", fin=False), 1002, id="fragmented-control"),
+        pytest.param(frame(OP_CONT, b"x"), 1002, id="continuation-without-start"),
+        pytest.param(
+            frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), 1002, id="new-message-inside"
+        ),
+        pytest.param(frame(8, b"\x03"), 1002, id="close-with-one-byte"),
+        pytest.param(frame(8, (999).to_bytes(2, "big")), 1002, id="close-code-999"),
+        pytest.param(frame(OP_TEXT, b"\xff"), 1007, id="invalid-utf8"),
+        pytest.param(frame(OP_TEXT, "é".encode()[:1]), 1007, id="text-ending-mid-character"),
+        pytest.param(frame(8, (1000).to_bytes(2, "big") + b"\xff"), 1007, id="bad-close-reason"),
+    ],
+)
+def test_a_protocol_violation_fails_the_session_with_its_code(data: bytes, code: int) -> None:
+    session = Session(Limits())
+    (failure,) = session.receive_data(frame(OP_TEXT, b"fine") + data)[1:]
+    assert isinstance(failure, ProtocolFailure)
+    assert failure.code == code
+    assert session.failed and session.closed
+    assert session.receive_data(frame(OP_TEXT, b"more")) == []  # the parser is gone
+    assert as_client_sees(session.send_close(failure.code, failure.reason))[0] == (
+        CloseConnection(code, failure.reason)
+    )
+
+
+# The size limit
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(frame(OP_BINARY, bytes(11)), id="one-frame"),
+        pytest.param(
+            frame(OP_BINARY, bytes(6), fin=False) + frame(OP_CONT, bytes(5)), id="fragments"
+        ),
+        pytest.param(frame(OP_TEXT, "é".encode() * 6), id="text-counted-in-utf8-bytes"),
+    ],
+)
+def test_a_message_over_the_limit_is_1009_and_the_rest_of_it_is_dropped(data: bytes) -> None:
+    session = Session(Limits(max_message_size=10))
+    assert session.receive_data(frame(OP_BINARY, bytes(10)) + data + frame(OP_TEXT, b"next")) == [
+        bytes(10),  # exactly the limit is fine
+        ProtocolFailure(1009, "message over 10 bytes"),
+    ]
+
+
+def test_a_message_is_stopped_once_it_is_over_not_once_it_is_complete() -> None:
+    session = Session(Limits(max_message_size=1000))
+    head = bytes([0x82, 0xFF]) + (1 << 40).to_bytes(8, "big") + bytes(4)  # 1 TiB announced
+    assert session.receive_data(head + bytes(1000)) == []
+    assert session.receive_data(bytes(1)) == [ProtocolFailure(1009, "message over 1000 bytes")]
+
+
+def test_the_limit_is_read_live_from_the_next_frame_on() -> None:
+    limits = Limits(max_message_size=10)
+    session = Session(limits)
+    assert session.receive_data(frame(OP_BINARY, bytes(8), fin=False)) == []
+    limits.max_message_size = 4  # lowered mid-message: the next fragment is over
+    assert session.receive_data(frame(OP_CONT, b"")) == [
+        ProtocolFailure(1009, "message over 4 bytes")
+    ]
+    raised = Session(limits)
+    limits.max_message_size = 100
+    assert raised.receive_data(frame(OP_BINARY, bytes(100))) == [bytes(100)]
+
+
+# What the server sends
+
+
+def test_sent_messages_pings_and_close_decode_as_a_client_expects() -> None:
+    session = Session(Limits())
+    data = (
+        session.send_message("héllo")
+        + session.send_message(b"\x00" * 70000)  # a 64-bit length
+        + session.send_ping(b"p")
+        + session.send_close(1000, "done")
+    )
+    assert as_client_sees(data) == [
+        TextMessage("héllo"),
+        BytesMessage(b"\x00" * 70000),
+        Ping(b"p"),
+        CloseConnection(1000, "done"),
+    ]
+
+
+# Any chunking
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Client bytes, the events they must yield, and cut points to feed them in pieces."""
+
+    data: bytes
+    events: list[Event]
+    cuts: list[int]
+
+
+@st.composite
+def control(draw: st.DrawFn, key: bytes) -> tuple[bytes, Event]:
+    payload = draw(st.binary(max_size=125))
+    if draw(st.booleans()):
+        return frame(OP_PING, payload, key=key), PingReceived(payload, pong_frame(payload))
+    return frame(OP_PONG, payload, key=key), PongReceived(payload)
+
+
+@st.composite
+def traffic(draw: st.DrawFn) -> Traffic:
+    """Text (cut anywhere, inside characters too) and binary messages, whole or fragmented
+    with pings and pongs between fragments, pings and pongs, and perhaps a close at the end."""
+    key = draw(st.binary(min_size=4, max_size=4))
+    wire: list[bytes] = []
+    events: list[Event] = []
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.integers(0, 3)) == 0:
+            control_frame, event = draw(control(key))
+            wire.append(control_frame)
+            events.append(event)
+            continue
+        message: str | bytes = draw(st.text(max_size=100) | st.binary(max_size=300))
+        payload = message.encode() if isinstance(message, str) else message
+        parts = split(payload, sorted(draw(st.lists(st.integers(0, len(payload)), max_size=4))))
+        opcode = OP_TEXT if isinstance(message, str) else OP_BINARY
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            wire.append(frame(OP_CONT if i else opcode, part, fin=last, key=key))
+            if not last and draw(st.integers(0, 2)) == 0:
+                control_frame, event = draw(control(key))
+                wire.append(control_frame)
+                events.append(event)
+        events.append(message)
+    if draw(st.booleans()):
+        code = draw(st.none() | st.sampled_from([1000, 1001, 1011, 3000, 4999]))
+        reason = "" if code is None else draw(st.text(max_size=30))
+        payload = b"" if code is None else code.to_bytes(2, "big") + reason.encode()
+        wire.append(frame(OP_CLOSE, payload, key=key))
+        events.append(CloseReceived(1005 if code is None else code, reason))
+    data = b"".join(wire)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    return Traffic(data, events, cuts)
+
+
+@pytest.mark.parametrize("make", FACTORIES)
+@given(sent=traffic())
+def test_any_chunking_yields_the_events_of_the_frames(make: SessionFactory, sent: Traffic) -> None:
+    assert assert_chunking_is_invisible(make, Limits(), sent.data, sent.cuts) == sent.events
+
+
+@pytest.mark.parametrize("make", FACTORIES)
+@given(sent=traffic(), limit=st.integers(0, 400))
+def test_any_chunking_yields_the_same_events_under_a_size_limit(
+    make: SessionFactory, sent: Traffic, limit: int
+) -> None:
+    events = assert_chunking_is_invisible(make, Limits(limit), sent.data, sent.cuts)
+    if any(isinstance(event, str | bytes) and len(event) > limit for event in sent.events):
+        assert ProtocolFailure(1009, f"message over {limit} bytes") in events

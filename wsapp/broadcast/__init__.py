@@ -1,0 +1,120 @@
+"""Brokers: how room messages and presence cross process boundaries.
+
+A broker is one of a family of interchangeable implementations behind the [Broker][] interface:
+
+- `memory`: one process, the default: a broadcast is delivered at once, nothing crosses a
+  process boundary;
+- `hub`: the workers of one `python -m wsapp --workers N` supervisor, which relays between them
+  over a unix socket when no other broker is configured;
+- `redis`: any number of processes on any number of hosts, through Redis pub/sub (one channel
+  per room) and Redis keys for presence.
+
+A room message crosses the broker as an *envelope*: the already-encoded payload and a small
+header, so a receiving process hands the same bytes to its members without decoding or
+re-encoding them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anyio.abc import TaskGroup
+
+from wsapp.protocol import PreparedMessage
+
+__all__ = ["Broker", "Deliver", "Member", "broker_for", "pack", "unpack"]
+
+#: What a broker calls for each room message it receives: ``deliver(room, envelope)``.
+Deliver = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a room as presence reports it, in this process or another.
+
+    Attributes:
+        id: The connection's id (`conn.id`).
+        info: What the connection joined with (`conn.join(room, info=...)`), as JSON data.
+    """
+
+    id: str
+    info: Any = None
+
+
+def pack(prepared: PreparedMessage, exclude: str | None) -> bytes:
+    """The envelope of a room message: opcode, the excluded connection's id, the payload."""
+    skipped = (exclude or "").encode("ascii")
+    return bytes((prepared.opcode, len(skipped))) + skipped + prepared.payload
+
+
+def unpack(envelope: bytes) -> tuple[PreparedMessage, str | None]:
+    """The message and the excluded connection's id of an envelope."""
+    opcode, length = envelope[0], envelope[1]
+    exclude = envelope[2 : 2 + length].decode("ascii") or None
+    return PreparedMessage(opcode, envelope[2 + length :]), exclude
+
+
+class Broker:
+    """Carries one process's room messages and presence to the other processes.
+
+    `start` connects and begins receiving (in the task group it is given); from then on the
+    broker calls ``deliver`` for every message published to a room this process subscribed
+    to, its own included and in the order the broker received them, which is what gives
+    every member of a room the same order.
+    """
+
+    #: Whether messages stay in this process (then they are delivered without a round trip).
+    local = False
+
+    async def start(self, deliver: Deliver, task_group: TaskGroup) -> None:
+        """Connect, and receive in ``task_group`` until `stop`."""
+
+    async def stop(self) -> None:
+        """Disconnect; this process's presence is withdrawn."""
+
+    async def publish(self, room: str, envelope: bytes) -> None:
+        """Send a room message to every process subscribed to ``room``. It may return before
+        the message is on its way, never before it is queued in order. It does not raise: a
+        broker that cannot carry the message logs it, counts it, and delivers it to this
+        process's members itself."""
+        raise NotImplementedError
+
+    async def subscribe(self, room: str) -> None:
+        """Receive ``room``'s messages from now on (its first local member joined)."""
+
+    async def unsubscribe(self, room: str) -> None:
+        """Stop receiving ``room``'s messages (its last local member left)."""
+
+    async def add_member(self, room: str, member: Member) -> None:
+        """Record a local member of ``room`` for presence."""
+
+    async def remove_member(self, room: str, member_id: str) -> None:
+        """Withdraw a local member of ``room`` from presence."""
+
+    async def presence(self, room: str) -> list[Member]:
+        """The members of ``room`` in every process this broker reaches."""
+        raise NotImplementedError
+
+
+def broker_for(url: str | None) -> Broker:
+    """The broker a `broker` setting names: None for one process, `redis://…` (or
+    `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers."""
+    if url is None:
+        from wsapp.broadcast.memory import MemoryBroker
+
+        return MemoryBroker()
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from wsapp.broadcast.redis import RedisBroker
+
+        return RedisBroker(url)
+    if scheme == "hub+unix":
+        from wsapp.broadcast.hub import HubBroker
+
+        return HubBroker(url.partition("://")[2])
+    raise ValueError(
+        f"unknown broker {url!r}: use redis://host:port/db (pip install 'wsapp[redis]') or "
+        "leave it unset for one process"
+    )
