@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
@@ -212,9 +215,12 @@ async def serving(
     env: dict[str, str] | None = None,
     ready: str = "wsapp serving ",
     max_files: int | None = None,
+    stop: bool = False,
 ) -> AsyncIterator[Served]:
     """Start the CLI on a free port; yields once it logs ``ready`` (by default the URL it
-    serves, which becomes `url`). ``max_files`` lowers its RLIMIT_NOFILE first."""
+    serves, which becomes `url`). ``max_files`` lowers its RLIMIT_NOFILE first. The block's
+    end waits for the process to exit; with ``stop`` it first sends SIGTERM (a graceful
+    shutdown) if it still runs."""
     command = [sys.executable, "-m", "wsapp", *args, "--port", "0"]
     if max_files is not None:
         # The limit must hold from the start, so the child sets it before wsapp starts.
@@ -233,6 +239,8 @@ async def serving(
             line = next(line for line in served.stderr if ready in line)
             served.url = line.split(ready)[1].strip()
             yield served
+            if stop and process.returncode is None:
+                process.terminate()
             await process.wait()
     finally:
         if process.returncode is None:
@@ -245,3 +253,59 @@ import resource, runpy
 resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0}))
 runpy.run_module("wsapp", run_name="__main__", alter_sys=True)
 """
+
+
+class RedisServer:
+    """A real `redis-server` (Debian's package) on a free port of 127.0.0.1, for one test.
+
+    Started on entry, stopped by its PID on exit; `restart` stops and starts it again on the
+    same port (and with nothing remembered, as after a crash).
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: Process | None = None
+
+    async def __aenter__(self) -> RedisServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            message = "needs redis-server: apt-get install redis-server (.ci/run installs it)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        process = await anyio.open_process(
+            [executable, *options, "no"],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        self._process = process
+        assert process.stdout is not None
+        output = ""
+        async for chunk in TextReceiveStream(process.stdout):
+            output += chunk
+            if "Ready to accept connections" in output:
+                return
+        raise RuntimeError(f"redis-server did not start:\n{output}")
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+            await process.aclose()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()

@@ -454,3 +454,27 @@ def test_cli_yaml_without_pyyaml_is_a_one_line_error() -> None:
     fallback = run()  # no format asked: JSON
     assert fallback.returncode == 0, fallback.stderr
     check(json.loads(fallback.stdout))
+
+
+def test_messages_an_endpoint_sends_besides_replies_are_a_send_operation() -> None:
+    from examples import chat_rooms
+
+    document = check(asyncapi_document(chat_rooms.app, title="chat"))
+    sends = document["operations"]["rooms_room.sends"]
+    assert sends["action"] == "send"
+    assert message_names(sends["messages"]) == ["Said", "Arrived", "Left"]
+    said = payload(document, "Said")
+    said.validate({"type": "said", "room": "r", "name": "ann", "text": "hi"})
+
+    class Tick(BaseModel):
+        type: Literal["tick"] = "tick"
+
+    class Clock(wsapp.Connector):
+        sends = (Tick,)
+
+    app = wsapp.App()
+    app.route("/clock")(Clock)
+    document = check(asyncapi_document(app, title="clock"))
+    assert message_names(document["operations"]["clock.sends"]["messages"]) == ["Tick"]
+    with pytest.raises(TypeError, match="pydantic model classes"):
+        app.sends(dict)  # type: ignore[arg-type]

@@ -9,8 +9,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from examples import auth, chat_typed, echo, reader, room, subprotocols
+from examples import auth, chat_rooms, chat_typed, echo, reader, room, subprotocols
 from tests.helpers import client, running, url
+from wsapp.testing import HandshakeRefused, TestClient
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +135,40 @@ async def test_chat_typed() -> None:
     assert (invalid["type"], invalid["error"]) == ("error", "invalid_message")
     assert invalid["detail"][0]["type"] == "union_tag_invalid"
     assert seen["bob"][4] == [1000, "bye"]
+
+
+async def test_chat_rooms() -> None:
+    async with TestClient(chat_rooms.app) as test:
+        with pytest.raises(HandshakeRefused) as refused:
+            async with test.connect("/rooms/lobby?name=no%20spaces"):
+                pass
+        assert refused.value.status == 400
+        async with test.connect("/rooms/lobby?name=ann") as ann:
+            assert await ann.receive_json() == {"type": "here", "room": "lobby", "names": ["ann"]}
+            async with test.connect("/rooms/kitchen?name=bob") as bob:
+                await bob.receive_json()
+                await bob.send_json({"type": "join", "room": "lobby"})
+                assert await ann.receive_json() == {
+                    "type": "arrived",
+                    "room": "lobby",
+                    "name": "bob",
+                }
+                assert (await bob.receive_json())["names"] == ["ann", "bob"]
+                await bob.send_json({"type": "say", "text": "hi all", "room": "lobby"})
+                said = {"type": "said", "room": "lobby", "name": "bob", "text": "hi all"}
+                assert await ann.receive_json() == said
+                assert await bob.receive_json() == said
+                await ann.send_json({"type": "say", "text": "?", "room": "kitchen"})
+                assert await ann.receive_json() == {
+                    "type": "error",
+                    "error": "not_in_room",
+                    "room": "kitchen",
+                }
+                await ann.send_json({"type": "who", "room": "kitchen"})
+                assert await ann.receive_json() == {
+                    "type": "here",
+                    "room": "kitchen",
+                    "names": ["bob"],
+                }
+            # bob left both rooms; ann hears it in the one she shares
+            assert await ann.receive_json() == {"type": "left", "room": "lobby", "name": "bob"}

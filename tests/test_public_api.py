@@ -20,6 +20,7 @@ PUBLIC = [
     "LifespanError",
     "Message",
     "MutableHeaders",
+    "Publisher",
     "QueryParams",
     "Reject",
     "Request",

@@ -8,6 +8,7 @@ from wsapp.exceptions import ConnectionClosed, Reject, WriteTimeout
 from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
 from wsapp.protocol import CloseCode
+from wsapp.publisher import Publisher
 from wsapp.request import Address, Request
 from wsapp.rooms import JoinRefused
 from wsapp.server import Server
@@ -28,6 +29,7 @@ __all__ = [
     "LifespanError",
     "Message",
     "MutableHeaders",
+    "Publisher",
     "QueryParams",
     "Reject",
     "Request",

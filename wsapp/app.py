@@ -29,7 +29,7 @@ from wsapp.log import logger
 from wsapp.messages import DispatchPolicy
 from wsapp.protocol import PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
-from wsapp.rooms import Rooms
+from wsapp.rooms import Rooms, prepare
 from wsapp.routing import Router
 from wsapp.server import Backend, Server, run_server
 from wsapp.server.listeners import open_listeners, ssl_context_from_files
@@ -65,6 +65,14 @@ class RouteHandlers(CallbackDecorators):
                 f"declare {name} as its method instead"
             )
         return self._functions.declare(name, function)
+
+    def _functions_endpoint(self) -> FunctionEndpoint:
+        if self._connector is not None:
+            raise TypeError(
+                f"route {self.pattern!r} is served by the class {self._connector.__qualname__}; "
+                "set its `sends` class attribute instead"
+            )
+        return self._functions
 
     def __call__(self, cls: C) -> C:
         """Serve this route with a Connector class (the class form)."""
@@ -146,6 +154,9 @@ class App(CallbackDecorators):
         self.router.fallback = self._default
         return function
 
+    def _functions_endpoint(self) -> FunctionEndpoint:
+        return self._default
+
     def on_startup(self, function: F) -> F:
         """Declare a start-up hook (sync or async, no arguments).
 
@@ -223,7 +234,7 @@ class App(CallbackDecorators):
         waits for a member: one that cannot keep up is closed or skipped (the endpoint's
         `on_slow`). Members of a room receive its messages in the same order.
         """
-        await self.rooms.broadcast(room, message, exclude=exclude)
+        await self.rooms.send_prepared(room, prepare(message), exclude.id if exclude else None)
 
     async def broadcast_json(
         self, room: str, data: Any, *, exclude: Connection | None = None

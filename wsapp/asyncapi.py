@@ -201,6 +201,7 @@ class _Operation:
     description: list[str]
     receives: list[_Message]
     replies: list[_Message]
+    action: Literal["receive", "send"] = "receive"
 
 
 @dataclass
@@ -336,6 +337,20 @@ def _plan_endpoint(
         title = "Any other path"
         description = ["Any path no route claims, served by the App's own callbacks."]
     plan = _Plan(key, address, parameters, title, description)
+    if endpoint.sends:
+        plan.operations.append(
+            _Operation(
+                f"{key}.sends",
+                "sends",
+                [
+                    "Messages the server sends on its own, not as replies: broadcasts to the "
+                    "rooms the connection is in, notifications."
+                ],
+                [_model_message(model, "serialization", schemas) for model in endpoint.sends],
+                [],
+                "send",
+            )
+        )
     decoder = endpoint.decoder
     if decoder is None:
         plan.description.append(
@@ -513,7 +528,7 @@ def _build_channel(
         refs(op.receives)
     for op in plan.operations:
         operation: dict[str, Any] = {
-            "action": "receive",
+            "action": op.action,
             "channel": channel_ref,
             "title": op.handler,
         }

@@ -10,9 +10,10 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio.to_thread
+from pydantic import BaseModel
 
 from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
@@ -105,10 +106,13 @@ class Endpoint:
         policy: How its `on_message` handlers are run.
         decoder: Its `on_message` handlers and how messages reach them; None in the
             reading form.
+        sends: The models it declares it sends besides replies.
     """
 
     policy: DispatchPolicy
     decoder: MessageDecoder | None
+    #: Models the endpoint sends outside replies (broadcasts...), for the AsyncAPI document.
+    sends: tuple[type[BaseModel], ...] = ()
 
     @property
     def invalid_callback(self) -> Callable[..., Any] | None:
@@ -132,6 +136,9 @@ class FunctionEndpoint(Endpoint):
         self.functions: dict[str, Callable[..., Awaitable[Any]]] = {}
         self.decoder: MessageDecoder | None = None
         self._handler_calls: list[Callable[..., Awaitable[Any]]] = []
+
+    def declare_sends(self, models: tuple[type[BaseModel], ...]) -> None:
+        self.sends = (*self.sends, *checked_models(models))
 
     def declare(self, name: str, function: F) -> F:
         check_signature(name, function)
@@ -179,12 +186,29 @@ class FunctionEndpoint(Endpoint):
         )
 
 
+def checked_models(models: tuple[Any, ...]) -> tuple[type[BaseModel], ...]:
+    """``models``, if every one is a pydantic model class."""
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"sends() takes pydantic model classes, not {model!r}")
+    return models
+
+
 class CallbackDecorators:
     """The callback decorators of the function form, on [App][wsapp.App] (for every path no
     route claims) and on [RouteHandlers][wsapp.RouteHandlers] (for one route)."""
 
     def _declare(self, name: str, function: F) -> F:
         raise NotImplementedError
+
+    def _functions_endpoint(self) -> FunctionEndpoint:
+        raise NotImplementedError
+
+    def sends(self, *models: type[BaseModel]) -> None:
+        """Declare the models this endpoint sends besides replies (what it broadcasts to its
+        rooms, notifications), so that the AsyncAPI document lists them as messages the
+        server sends. A Connector declares them as its `sends` class attribute."""
+        self._functions_endpoint().declare_sends(models)
 
     def on_connect(self, function: F) -> F:
         """Declare `on_connect(conn, request)`: runs before the upgrade.
@@ -232,6 +256,8 @@ class Connector:
     """
 
     conn: Connection
+    #: Models this endpoint sends besides replies (for the AsyncAPI document).
+    sends: ClassVar[tuple[type[BaseModel], ...]] = ()
 
     async def on_connect(self, request: Request) -> None:
         """Before the upgrade: raise [Reject][wsapp.Reject] to refuse, set headers..."""
@@ -267,6 +293,7 @@ class ConnectorEndpoint(Endpoint):
             else MessageDecoder([Handler.declare(cls.on_message)], self.policy.binary_json)
         )
         self.custom_invalid = cls.on_invalid is not Connector.on_invalid
+        self.sends = checked_models(tuple(cls.sends))
 
     @property
     def invalid_callback(self) -> Callable[..., Any] | None:

@@ -77,7 +77,7 @@ async def serving(
     A start-up or shutdown failure raises [LifespanError][wsapp.LifespanError]; a failed
     start-up runs no shutdown hooks.
     """
-    async with app.rooms.running(settings.broker):
+    async with app.rooms.running(settings):
         with guard():
             await app.hooks.startup()
         async with app.hooks.background():

@@ -33,6 +33,7 @@ from wsapp.tasks import tasks_for_block
 
 if TYPE_CHECKING:
     from wsapp.connection import Connection
+    from wsapp.settings import Settings
     from wsapp.transport import Transport
 
 __all__ = ["JoinRefused", "RoomStats", "Rooms", "SlowPolicy", "prepare"]
@@ -112,6 +113,9 @@ class Rooms:
 
     Reach it as `app.rooms`; connections join and leave with `conn.join(room)` and
     `conn.leave(room)`, and `app.broadcast(room, message)` sends to every member.
+
+    Attributes:
+        stats: What the rooms of this process have done (broadcasts, deliveries, drops...).
     """
 
     def __init__(self) -> None:
@@ -238,21 +242,11 @@ class Rooms:
 
     # --- broadcasting ----------------------------------------------------------------------
 
-    async def broadcast(
-        self,
-        room: str,
-        message: str | bytes | BaseModel,
-        *,
-        exclude: Connection | None = None,
-    ) -> None:
-        """Send ``message`` to every member of ``room`` but ``exclude`` (see
-        `App.broadcast`)."""
-        await self.send_prepared(room, prepare(message), exclude.id if exclude else None)
-
     async def send_prepared(
         self, room: str, prepared: PreparedMessage, exclude: str | None
     ) -> None:
-        """Broadcast an already prepared message; ``exclude`` is a connection id."""
+        """Broadcast a prepared message (see `App.broadcast`); ``exclude`` is a connection
+        id."""
         self.stats.broadcasts += 1
         broker = self._broker
         if broker.local:
@@ -320,9 +314,9 @@ class Rooms:
     # --- serving ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, broker_url: str | None) -> AsyncIterator[Rooms]:
+    async def running(self, settings: Settings) -> AsyncIterator[Rooms]:
         """Serve the rooms for the duration of the block (a server, an ASGI host's lifespan,
-        a test client), with the broker ``broker_url`` names connected.
+        a test client), with the broker the settings name connected.
 
         Runs may overlap (several test clients of one app at once) without a broker: they
         then share the rooms, as the connections of one process do.
@@ -331,9 +325,9 @@ class Rooms:
             broker = self._broker
             owner = not self._task_groups
             if owner:
-                broker = broker_for(broker_url)
+                broker = broker_for(settings.broker, settings.presence_ttl)
                 await broker.start(self.deliver, tg)
-            elif broker_url is not None or not broker.local:
+            elif settings.broker is not None or not broker.local:
                 raise RuntimeError(
                     "this app is already being served with a broker; serve it once per process"
                 )

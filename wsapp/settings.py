@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     def _split_lists(cls, value: Any) -> Any:
         return split_list(value)
 
+    presence_ttl: Seconds = 15.0
+    """Seconds the broker keeps a process's presence (the members it reported) once that
+    process stops renewing it, which it does every third of this: how long the members of
+    a process that crashed stay listed. Short enough to be right soon, long enough not to
+    flicker under a slow broker."""
+
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, value: str | None) -> str | None:

@@ -32,9 +32,7 @@ async def echoes(raw: RawClient, text: bytes) -> bool:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.timeout(30)
 async def test_the_server_survives_a_burst_above_its_descriptor_limit(backend: str) -> None:
-    async with serving(
-        "examples.echo:app", "--backend", backend, max_files=MAX_FILES
-    ) as served:
+    async with serving("examples.echo:app", "--backend", backend, max_files=MAX_FILES) as served:
         port = int(served.url.rsplit(":", 1)[1])
         async with RawClient.connect(port) as before:
             assert await echoes(before, b"before the burst")

@@ -98,9 +98,10 @@ class Broker:
         raise NotImplementedError
 
 
-def broker_for(url: str | None) -> Broker:
+def broker_for(url: str | None, presence_ttl: float = 15.0) -> Broker:
     """The broker a `broker` setting names: None for one process, `redis://…` (or
-    `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers."""
+    `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers. ``presence_ttl``:
+    how long a broker keeps the presence of a process that stopped renewing it."""
     if url is None:
         from wsapp.broadcast.memory import MemoryBroker
 
@@ -109,7 +110,7 @@ def broker_for(url: str | None) -> Broker:
     if scheme in ("redis", "rediss", "unix"):
         from wsapp.broadcast.redis import RedisBroker
 
-        return RedisBroker(url)
+        return RedisBroker(url, presence_ttl)
     if scheme == "hub+unix":
         from wsapp.broadcast.hub import HubBroker
 

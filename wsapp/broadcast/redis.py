@@ -18,6 +18,7 @@ heartbeat restores this process's presence.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
@@ -33,13 +34,10 @@ if TYPE_CHECKING:
     import coredis
     from coredis.patterns.pubsub import PubSub
 
-__all__ = ["PRESENCE_TTL", "RedisBroker"]
+__all__ = ["RedisBroker"]
 
 PREFIX = "wsapp"
 CHANNEL = f"{PREFIX}:room:"
-#: Seconds between presence heartbeats, and how long presence outlives a silent process.
-HEARTBEAT = 5.0
-PRESENCE_TTL = 15
 #: Broadcasts waiting to be published before `publish` waits (backpressure to publishers).
 QUEUE_SIZE = 10_000
 #: Seconds to wait for Redis before counting it unreachable.
@@ -57,10 +55,13 @@ class RedisBroker(Broker):
 
     Args:
         url: A `redis://` (or `rediss://`, `unix://`) URL.
+        presence_ttl: Seconds this process's presence outlives its last heartbeat (one every
+            third of it).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, presence_ttl: float = 15.0) -> None:
         self.url = url
+        self._ttl = max(1, math.ceil(presence_ttl))
         self.node = uuid.uuid4().hex[:12]
         self._client: coredis.Redis[bytes] | None = None
         self._pubsub: PubSub[bytes] | None = None
@@ -72,6 +73,7 @@ class RedisBroker(Broker):
         self._send: MemoryObjectSendStream[tuple[str, bytes]]
         self._receive: MemoryObjectReceiveStream[tuple[str, bytes]]
         self._send, self._receive = anyio.create_memory_object_stream(QUEUE_SIZE)
+        self._drained = anyio.Event()  # the publisher has published all it was given
         self._log = RateLimitedLog()
         self.published = 0
         self.received = 0
@@ -107,10 +109,13 @@ class RedisBroker(Broker):
 
     async def stop(self) -> None:
         client = self._client
+        self._send.close()
+        with anyio.move_on_after(TIMEOUT):  # what was broadcast before the stop still goes
+            await self._drained.wait()
+        self._receive.close()
         if client is not None:
             with anyio.move_on_after(TIMEOUT):
                 await self._withdraw_presence(client)
-        self._send.close()
         await self._exit.aclose()
         self._client = self._pubsub = None
 
@@ -149,6 +154,7 @@ class RedisBroker(Broker):
                 self._failed("publish", exc)
                 for room, envelope in batch:  # at least this process's members get them
                     self._deliver_here(room, envelope)
+        self._drained.set()
 
     def _deliver_here(self, room: str, envelope: bytes) -> None:
         if self._deliver is not None and room in self._members:
@@ -179,7 +185,10 @@ class RedisBroker(Broker):
         assert deliver is not None
         skip = len(CHANNEL)
         while True:
-            message = await pubsub.get_message()
+            try:
+                message = await pubsub.get_message()
+            except (anyio.ClosedResourceError, anyio.EndOfStream):
+                return  # stopped
             if message is None or message["type"] != "message":
                 continue  # subscription acknowledgements
             channel, data = message["channel"], message["data"]
@@ -249,11 +258,28 @@ class RedisBroker(Broker):
                     if members:
                         fields = {mid: json.dumps(m.info) for mid, m in members.items()}
                         pipe.hset(key, fields)
-                    pipe.expire(key, PRESENCE_TTL)
+                    pipe.expire(key, self._ttl)
                     pipe.sadd(self._nodes_key(room), [self.node])
-                    pipe.expire(self._nodes_key(room), PRESENCE_TTL)
+                    pipe.expire(self._nodes_key(room), self._ttl)
         except _redis_errors() as exc:
             self._failed(what, exc)
+
+    async def _renew_presence(self) -> list[str]:
+        """Extend the TTL of this process's presence; the rooms whose keys were gone."""
+        client = self._client
+        rooms = list(self._members)
+        if client is None or not rooms:
+            return []
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                renewed = [pipe.expire(self._presence_key(room), self._ttl) for room in rooms]
+                for room in rooms:
+                    pipe.sadd(self._nodes_key(room), [self.node])
+                    pipe.expire(self._nodes_key(room), self._ttl)
+            return [room for room, request in zip(rooms, renewed, strict=True) if not await request]
+        except _redis_errors() as exc:
+            self._failed("renew presence", exc)
+            return []
 
     async def presence(self, room: str) -> list[Member]:
         client = self._client
@@ -275,15 +301,21 @@ class RedisBroker(Broker):
         return found
 
     async def _heartbeat(self) -> None:
-        """Renew this process's presence; rewrite it whole, and retry subscriptions, after a
-        failure (a restarted Redis has forgotten both)."""
+        """Renew this process's presence; rewrite it whole where Redis lost it (after a
+        failure, or a restart too quick to notice: its keys are then gone), and retry
+        subscriptions that failed."""
         while True:
-            await anyio.sleep(HEARTBEAT)
+            await anyio.sleep(self._ttl / 3)
             if self._stale:
                 self._stale = False
                 await self._write_presence(self._members, "restore presence")
             else:
-                await self._write_presence({key: {} for key in self._members}, "renew presence")
+                lost = await self._renew_presence()
+                if lost:
+                    await self._write_presence(
+                        {room: self._members[room] for room in lost if room in self._members},
+                        "restore presence",
+                    )
             for room in list(self._unsubscribed):
                 if room in self._members:
                     await self.subscribe(room)

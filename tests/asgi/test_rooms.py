@@ -1,0 +1,95 @@
+"""Rooms and broadcast under ASGI hosts: in one process (every host of tests/asgi/hosts.py), and
+across the worker processes of `uvicorn --workers 2` through a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from websockets.asyncio.client import connect
+
+from examples import chat_rooms
+from tests.asgi.hosts import Host
+from tests.helpers import ROOT, RedisServer, client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_broadcasts_reach_the_rooms_members_under_the_host(host: Host) -> None:
+    async def talk(base: str) -> list[str]:
+        async with (
+            connect(f"{base}/rooms/lobby?name=ann") as ann,
+            connect(f"{base}/rooms/lobby?name=bob") as bob,
+        ):
+            heard = [str(await ann.recv()), str(await bob.recv()), str(await ann.recv())]
+            await bob.send('{"type": "say", "text": "hi"}')
+            heard += [str(await ann.recv()), str(await bob.recv())]
+        return heard
+
+    async with host.serve(chat_rooms.app) as listening:
+        heard = await client(talk, listening.url(""))
+    assert heard == [
+        '{"type":"here","room":"lobby","names":["ann"]}',
+        '{"type":"here","room":"lobby","names":["ann","bob"]}',
+        '{"type":"arrived","room":"lobby","name":"bob"}',
+        '{"type":"said","room":"lobby","name":"bob","text":"hi"}',
+        '{"type":"said","room":"lobby","name":"bob","text":"hi"}',
+    ]
+    assert chat_rooms.app.rooms.count("lobby") == 0
+
+
+@asynccontextmanager
+async def uvicorn_workers(broker: str) -> AsyncIterator[int]:
+    """`uvicorn tests.apps.pids:app --workers 2` with the broker from the environment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "uvicorn", "tests.apps.pids:app", "--workers", "2"]
+    command += ["--port", str(port), "--ws", "websockets-sansio", "--log-level", "info"]
+    process = await anyio.open_process(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "WSAPP_BROKER": broker, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        output, started = "", 0
+        async for chunk in process.stdout:  # each worker says so once its lifespan ran
+            output += chunk.decode()
+            started = output.count("Application startup complete")
+            if started == 2:
+                break
+        assert started == 2, output
+        yield port
+    finally:
+        process.terminate()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+        await process.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (uvicorn runs on asyncio only)
+@pytest.mark.timeout(40)
+async def test_rooms_span_uvicorn_workers_through_redis(anyio_backend: str) -> None:
+    async def talk(base: str) -> tuple[set[str], list[str]]:
+        sockets = [await connect(base) for _ in range(16)]
+        pids = {str(await ws.recv()) for ws in sockets}
+        await sockets[0].send("hello, every worker")
+        heard = await asyncio.gather(*(ws.recv() for ws in sockets))
+        for ws in sockets:
+            await ws.close()
+        return pids, [str(message) for message in heard]
+
+    async with RedisServer() as redis, uvicorn_workers(redis.url) as port:
+        pids, heard = await client(talk, f"ws://127.0.0.1:{port}/")
+    assert len(pids) == 2  # both workers took connections
+    assert heard == ["hello, every worker"] * 16
