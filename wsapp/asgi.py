@@ -331,14 +331,18 @@ class ASGITransport:
         if not self._opened or self._ended:
             return
         self._record.first(code, reason)
-        try:
-            async with self._lock:
-                # int(): hosts may check the type (autobahn refuses an IntEnum such as CloseCode)
-                event = {"type": "websocket.close", "code": int(code), "reason": reason}
-                await self._host_send(event)
-        except ConnectionClosed:
-            return
-        self._scope.deadline = anyio.current_time() + self._settings.close_timeout
+        # The whole closing handshake gets close_timeout, including the wait behind a send
+        # the host is stalling (a slow consumer's): past it, the connection is dropped.
+        timeout = self._settings.close_timeout
+        self._scope.deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout):
+            try:
+                async with self._lock:
+                    # int(): hosts may check the type (autobahn refuses an IntEnum)
+                    event = {"type": "websocket.close", "code": int(code), "reason": reason}
+                    await self._host_send(event)
+            except ConnectionClosed:
+                return
 
     async def run(self, inbox: Inbox) -> None:
         """Receive until the host reports the disconnect."""

@@ -12,12 +12,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.asyncio.client import connect
 
+import wsapp
 from examples import chat_rooms
 from tests.asgi.hosts import Host
 from tests.helpers import ROOT, RedisServer, client
+from tests.rawclient import RawClient
+from wsapp.rooms import TOO_SLOW
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +97,34 @@ async def test_rooms_span_uvicorn_workers_through_redis(anyio_backend: str) -> N
         pids, heard = await client(talk, f"ws://127.0.0.1:{port}/")
     assert len(pids) == 2  # both workers took connections
     assert heard == ["hello, every worker"] * 16
+
+
+async def test_a_member_that_stops_reading_is_closed_under_the_host(
+    host: Host, anyio_backend: str
+) -> None:
+    if host.name == "hypercorn" and anyio_backend == "trio":
+        pytest.skip("hypercorn's Trio worker shields its socket writes (see docs/asgi.md)")
+    app = wsapp.App(outbound_budget=256 * 1024, close_timeout=0.5, write_timeout=30)
+    closed = anyio.Event()
+    codes: list[tuple[int, str]] = []
+
+    @app.on_open
+    async def enter(conn: wsapp.Connection) -> None:
+        await conn.join("feed")
+
+    @app.on_message
+    async def ignore(conn: wsapp.Connection, message: wsapp.Message) -> None:
+        """(An endpoint that reads nothing would close as soon as on_open returns.)"""
+
+    @app.on_close
+    async def left(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        codes.append((code, reason))
+        closed.set()
+
+    async with host.serve(app) as served, RawClient.connect(served.port):
+        with anyio.fail_after(10):
+            while not closed.is_set():  # the host blocks its sends; pushes pile up in wsapp
+                await app.broadcast("feed", b"x" * 65536)
+                await anyio.lowlevel.checkpoint()
+    assert codes == [(1008, TOO_SLOW)]
+    assert app.rooms.stats.slow_closes == 1
