@@ -103,7 +103,7 @@ async def test_the_presence_of_a_process_that_died_expires() -> None:
         two.process.send_signal(signal.SIGKILL)  # no chance to withdraw its presence
         with anyio.fail_after(5):  # presence_ttl is 1 s
             while await names(publisher) != ["ann"]:
-                await anyio.sleep(0.1)  # an expiry in Redis: nothing to await but time
+                await anyio.sleep(0.1)
 
 
 async def test_members_are_served_through_a_redis_restart() -> None:
@@ -138,4 +138,4 @@ async def test_members_are_served_through_a_redis_restart() -> None:
         async with wsapp.Publisher(redis.url) as publisher:
             with anyio.fail_after(5):  # the heartbeat (every presence_ttl / 3) restores it
                 while await names(publisher) != ["ann", "bob"]:
-                    await anyio.sleep(0.1)  # a write into Redis: nothing to await but time
+                    await anyio.sleep(0.1)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.helpers import RedisServer, Served, run_cli, serving
