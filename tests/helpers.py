@@ -309,3 +309,11 @@ class RedisServer:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+
+async def poll_until(check: Callable[[], Coroutine[Any, Any, bool]], within: float) -> None:
+    """Wait until ``check()`` holds, asking every 0.1 s: for state outside this process (keys
+    expiring in Redis), which offers no event to await."""
+    with anyio.fail_after(within):
+        while not await check():  # noqa: ASYNC110
+            await anyio.sleep(0.1)
