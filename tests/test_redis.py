@@ -61,6 +61,21 @@ async def names(publisher: wsapp.Publisher, room: str = "lobby") -> list[str]:
     return sorted(member.info["name"] for member in await publisher.presence(room))
 
 
+async def ann_and_bob(
+    stack: AsyncExitStack,
+) -> tuple[RedisServer, tuple[Served, Served], Chatter, Chatter]:
+    """Redis, the two processes of `cluster`, and ann on the first and bob on the second in
+    the lobby, each past the greetings of their joining."""
+    redis = await stack.enter_async_context(RedisServer())
+    one, two = [await stack.enter_async_context(serving(*cmd, stop=True)) for cmd in cluster(redis)]
+    ann = await stack.enter_async_context(chatter(one, "ann"))
+    await ann.next_of("here")
+    bob = await stack.enter_async_context(chatter(two, "bob"))
+    await bob.next_of("here")
+    await ann.next_of("arrived")
+    return redis, (one, two), ann, bob
+
+
 async def test_rooms_presence_and_an_external_publisher_span_processes() -> None:
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(RedisServer())
@@ -90,14 +105,7 @@ async def test_rooms_presence_and_an_external_publisher_span_processes() -> None
 
 async def test_the_presence_of_a_process_that_died_expires() -> None:
     async with AsyncExitStack() as stack:
-        redis = await stack.enter_async_context(RedisServer())
-        one, two = [
-            await stack.enter_async_context(serving(*cmd, stop=True)) for cmd in cluster(redis)
-        ]
-        ann = await stack.enter_async_context(chatter(one, "ann"))
-        await ann.next()
-        bob = await stack.enter_async_context(chatter(two, "bob"))
-        await bob.next()
+        redis, (_, two), _, _ = await ann_and_bob(stack)
         publisher = await stack.enter_async_context(wsapp.Publisher(redis.url))
         assert await names(publisher) == ["ann", "bob"]
         two.process.send_signal(signal.SIGKILL)  # no chance to withdraw its presence
@@ -110,15 +118,7 @@ async def test_the_presence_of_a_process_that_died_expires() -> None:
 
 async def test_members_are_served_through_a_redis_restart() -> None:
     async with AsyncExitStack() as stack:
-        redis = await stack.enter_async_context(RedisServer())
-        one, two = [
-            await stack.enter_async_context(serving(*cmd, stop=True)) for cmd in cluster(redis)
-        ]
-        ann = await stack.enter_async_context(chatter(one, "ann"))
-        await ann.next()
-        bob = await stack.enter_async_context(chatter(two, "bob"))
-        await bob.next_of("here")
-        await ann.next_of("arrived")
+        redis, (one, _), ann, bob = await ann_and_bob(stack)
 
         await redis.stop()
         # While Redis is gone, a broadcast reaches the publishing process's own members (and

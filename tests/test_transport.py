@@ -1,5 +1,9 @@
 """The socket transport's side of the Transport contract, over a real TCP connection: what
-`push` (the path broadcasts take) puts on the wire, in which order, and when it refuses."""
+`push` (the path broadcasts take) puts on the wire, in which order, and when it refuses.
+
+Each test runs twice: as the built-in server serves sockets (its stream, frames written by the
+flusher at the end of each tick, the writer task finishing what the socket did not take), and
+as it serves any other stream (every frame written by the writer task)."""
 
 from __future__ import annotations
 
@@ -16,9 +20,14 @@ from wsapp.connection import Connection
 from wsapp.inbox import Inbox
 from wsapp.protocol import PreparedMessage
 from wsapp.rooms import Rooms
+from wsapp.server.flusher import Flusher
+from wsapp.server.streams import acceptor
 from wsapp.server.transport import SocketTransport
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize("flushed", [True, False], ids=["flusher", "writer-task"]),
+]
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
 
@@ -32,15 +41,18 @@ class Pair:
 
 
 @asynccontextmanager
-async def accepted(settings: wsapp.Settings | None = None) -> AsyncIterator[Pair]:
+async def accepted(flushed: bool, settings: wsapp.Settings | None = None) -> AsyncIterator[Pair]:
     """A SocketTransport past its handshake on one end of a TCP connection, a raw client on
     the other, and the transport running."""
     settings = settings or wsapp.Settings()
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    flusher = Flusher() if flushed else None
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listeners:
+        port = listeners.extra(anyio.abc.SocketAttribute.local_port)
+        listener = listeners.listeners[0]
+        assert isinstance(listener, anyio.abc.SocketListener)
         async with await anyio.connect_tcp("127.0.0.1", port) as client_end:
-            server_end = await listener.listeners[0].accept()  # type: ignore[attr-defined]
-            transport = SocketTransport(server_end, settings, KEY)
+            server_end = await (acceptor(listener) if flushed else listener.accept)()
+            transport = SocketTransport(server_end, settings, KEY, flusher=flusher)
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
             conn = Connection(request, settings, transport, rooms=Rooms())
             assert not transport.opened
@@ -52,13 +64,15 @@ async def accepted(settings: wsapp.Settings | None = None) -> AsyncIterator[Pair
             assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
             inbox = Inbox()
             async with anyio.create_task_group() as tg:
+                if flusher is not None:
+                    tg.start_soon(flusher.run)
                 tg.start_soon(transport.run, inbox)
                 yield Pair(transport, conn, peer, inbox)
                 tg.cancel_scope.cancel()
 
 
-async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given() -> None:
-    async with accepted() as pair:
+async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given(flushed: bool) -> None:
+    async with accepted(flushed) as pair:
         shared = PreparedMessage.of("to everyone")
         assert pair.transport.push(shared, 1 << 20)
         await pair.transport.send("to you")
@@ -70,8 +84,10 @@ async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given() ->
         assert await pair.peer.read_frame() == (True, OP_BINARY, b"bytes to you")
 
 
-async def test_push_refuses_beyond_the_limit_of_unsent_bytes_and_queues_nothing() -> None:
-    async with accepted() as pair:
+async def test_push_refuses_beyond_the_limit_of_unsent_bytes_queueing_nothing(
+    flushed: bool,
+) -> None:
+    async with accepted(flushed) as pair:
         message = PreparedMessage.of("x" * 100)  # a 102-byte frame
         # Nothing is written between pushes (push never waits), so the unsent bytes add up.
         results = [pair.transport.push(message, 500) for _ in range(6)]
@@ -83,8 +99,8 @@ async def test_push_refuses_beyond_the_limit_of_unsent_bytes_and_queues_nothing(
         assert await pair.peer.read_frame() == (True, OP_TEXT, b"after")
 
 
-async def test_push_is_refused_once_the_connection_is_closing() -> None:
-    async with accepted() as pair:
+async def test_push_is_refused_once_the_connection_is_closing(flushed: bool) -> None:
+    async with accepted(flushed) as pair:
         await pair.transport.close(1000, "bye")
         with pytest.raises(wsapp.ConnectionClosed):
             pair.transport.push(PreparedMessage.of("late"), 1 << 20)
@@ -93,3 +109,27 @@ async def test_push_is_refused_once_the_connection_is_closing() -> None:
         await pair.peer.read_eof()
     outcome = pair.transport.outcome()
     assert (outcome.code, outcome.reason, outcome.was_clean) == (1000, "bye", True)
+
+
+async def test_frames_the_socket_does_not_take_at_once_follow_in_order(flushed: bool) -> None:
+    # More than loopback's socket buffers hold: the flusher writes what fits, the writer task
+    # the rest, and nothing pushed or sent meanwhile overtakes it.
+    async with accepted(flushed) as pair:
+        chunk = 256 * 1024
+        for index in range(40):
+            assert pair.transport.push(PreparedMessage.of(bytes([index]) * chunk), 1 << 30)
+        await anyio.lowlevel.checkpoint()  # the flusher's turn
+        assert pair.transport.push(PreparedMessage.of("pushed last"), 1 << 30)
+        sending = anyio.Event()
+
+        async def send_last() -> None:
+            sending.set()
+            await pair.transport.send("sent last")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_last)
+            await sending.wait()
+            for index in range(40):
+                assert await pair.peer.read_frame() == (True, OP_BINARY, bytes([index]) * chunk)
+            assert await pair.peer.read_frame() == (True, OP_TEXT, b"pushed last")
+            assert await pair.peer.read_frame() == (True, OP_TEXT, b"sent last")

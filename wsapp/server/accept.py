@@ -22,6 +22,7 @@ from wsapp.log import logger
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.protocol.handshake import RequestHead, parse_request_head, websocket_key
 from wsapp.request import Address, Request, client_address
+from wsapp.server.flusher import Flusher
 from wsapp.server.transport import STREAM_ERRORS, SocketTransport
 from wsapp.settings import Settings
 
@@ -61,14 +62,21 @@ class StreamHandler:
         app: What to serve.
         settings: The resolved settings (defaults < App < environment < flags).
         ssl_context: Wrap every stream in TLS first.
+        flusher: Writes the frames of every plain socket at the end of each tick (a task of
+            the server's that must outlive the streams).
     """
 
     def __init__(
-        self, app: Servable, settings: Settings, ssl_context: ssl.SSLContext | None = None
+        self,
+        app: Servable,
+        settings: Settings,
+        ssl_context: ssl.SSLContext | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.capacity = Capacity()
+        self._flusher = flusher
         self._ssl_context = ssl_context
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
@@ -146,7 +154,7 @@ class StreamHandler:
             target = head.target.partition("?")[0] if head is not None else "-"
             await self._refuse(stream, refusal, target)
             return
-        transport = SocketTransport(stream, settings, key, trailing)
+        transport = SocketTransport(stream, settings, key, trailing, self._flusher)
         self._streams[scope] = transport
         peer = _peer_address(stream)
 

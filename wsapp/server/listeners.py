@@ -8,7 +8,7 @@ import os
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn
 
 import anyio
@@ -200,12 +200,13 @@ def _errno(exc: BaseException) -> int | None:
 
 
 async def accept_forever(
-    listener: SocketListener,
+    accept: Callable[[], Awaitable[ByteStream]],
     handle: Callable[[ByteStream], Coroutine[Any, Any, None]],
     task_group: TaskGroup,
 ) -> None:
-    """Accept connections and start ``handle`` for each in ``task_group``, until cancelled
-    or the listener is closed.
+    """Accept connections (``accept()`` returns the next one, see
+    [acceptor][wsapp.server.streams.acceptor]) and start ``handle`` for each in
+    ``task_group``, until cancelled or the listener is closed.
 
     Nothing that accept() raises ends the loop: running out of file descriptors (or
     memory) is the normal state of a server under a burst of clients, and the open
@@ -217,7 +218,7 @@ async def accept_forever(
     backoff = BACKOFF_FIRST
     while True:
         try:
-            stream = await listener.accept()
+            stream = await accept()
         except anyio.ClosedResourceError:
             return  # the server closed its listener: shutting down
         except Exception as exc:

@@ -2,20 +2,23 @@
 
 One reader task parses frames and feeds the connection's inbox. Every frame to send (messages
 from any number of tasks, pongs, pings, the close frame) is serialized whole into one output
-buffer without awaiting, so frames never interleave and need no lock; one writer task owned
-by the connection flushes that buffer, many frames per write when traffic is heavy. Senders
-wait only while the buffer holds more than ``HIGH_WATER`` bytes: that is the backpressure, and
-``write_timeout`` bounds both the wait and every write.
+buffer without awaiting, so frames never interleave and need no lock. Over a socket, the
+server's [Flusher][wsapp.server.flusher.Flusher] writes that buffer at the end of the tick,
+many frames per call when traffic is heavy; what the socket does not take, and every stream
+that is not a plain socket (TLS, the test client's), is written by one writer task owned by
+the connection. Senders wait only while the buffer holds more than ``HIGH_WATER`` bytes: that
+is the backpressure, and ``write_timeout`` bounds both the wait and every write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
 from wsapp.exceptions import ConnectionClosed, WriteTimeout
 from wsapp.inbox import Inbox
@@ -30,6 +33,7 @@ from wsapp.protocol import (
     Session,
 )
 from wsapp.protocol.handshake import negotiate_deflate, switching_protocols
+from wsapp.server.flusher import Flusher
 from wsapp.settings import Settings
 from wsapp.transport import Closed, CloseRecord, Message
 
@@ -48,13 +52,24 @@ class SocketTransport:
     Implements [Transport][wsapp.transport.Transport]. ``key`` is the client's
     `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
     ``settings`` bounds the handshake answer; once accepted, the connection's own settings
-    (read live) take over.
+    (read live) take over. With a ``flusher``, frames go straight to the socket of a plain
+    socket stream at the end of each tick.
     """
 
     def __init__(
-        self, stream: ByteStream, settings: Settings, key: str, initial: bytes = b""
+        self,
+        stream: ByteStream,
+        settings: Settings,
+        key: str,
+        initial: bytes = b"",
+        flusher: Flusher | None = None,
     ) -> None:
         self._stream = stream
+        self._socket: socket.socket | None = None
+        if flusher is not None and isinstance(stream, SocketStream):
+            self._socket = stream.extra(SocketAttribute.raw_socket)
+        self._flusher = flusher
+        self._flush_due = False
         self._settings = settings
         self._key = key
         self._initial = initial
@@ -105,9 +120,37 @@ class SocketTransport:
 
     def _push(self, frame: bytes) -> None:
         self._out += frame
+        flusher = self._flusher
+        if flusher is None or self._socket is None:
+            self._wake()
+            return
+        flusher.queued += 1
+        if not self._flush_due:
+            self._flush_due = True
+            flusher.schedule(self)
+
+    def _wake(self) -> None:
         if self._wake_writer is not None:
             self._wake_writer.set()
             self._wake_writer = None
+
+    def flush_now(self) -> None:
+        """Send what the socket takes now (the flusher calls it); the writer task sends the
+        rest, waiting for the socket."""
+        self._flush_due = False
+        out, sock = self._out, self._socket
+        if sock is None or self._writing or not out or self._record.lost:
+            return  # closed, or the writer is on it, or nothing to write or no one to read it
+        try:
+            sent = sock.send(out)
+        except OSError:
+            sent = 0  # full (or broken: the writer meets the error again, and records it)
+        del out[:sent]
+        if out:
+            self._wake()
+        elif self._drained is not None:
+            self._drained.set()
+            self._drained = None
 
     async def send(self, message: Message) -> None:
         session = self._open_session
@@ -205,6 +248,7 @@ class SocketTransport:
             if self._scope.cancelled_caught and not session.closed:
                 self._record.lose("no close frame from the peer within close_timeout")
         finally:
+            self._socket = None  # no flush may write to it once it is closed
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
 

@@ -1,0 +1,71 @@
+"""The flusher's timing, without sockets: an idle server writes a frame after a tick or two;
+a backlog queueing frames tick after tick is written in batches, not one call per frame."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from wsapp.server.flusher import BATCH, QUIET_TICKS, Flusher
+
+pytestmark = pytest.mark.anyio
+
+
+class Queue:
+    """A connection as the flusher sees it: frames queued, then flushed all at once."""
+
+    def __init__(self, flusher: Flusher) -> None:
+        self.flusher = flusher
+        self.pending = 0
+        self.due = False
+        self.flushes: list[int] = []  # frames written by each flush
+        self.flushed = anyio.Event()
+
+    def push(self) -> None:
+        self.pending += 1
+        self.flusher.queued += 1
+        if not self.due:
+            self.due = True
+            self.flusher.schedule(self)
+
+    def flush_now(self) -> None:
+        self.due = False
+        self.flushes.append(self.pending)
+        self.pending = 0
+        self.flushed.set()
+
+
+async def test_a_lone_frame_is_written_after_a_few_ticks() -> None:
+    flusher = Flusher()
+    queue = Queue(flusher)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()  # the flusher waits
+        queue.push()
+        ticks = 0
+        while not queue.flushed.is_set():
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+        tg.cancel_scope.cancel()
+    assert queue.flushes == [1]
+    assert ticks <= QUIET_TICKS + 2
+
+
+async def test_a_backlog_of_one_frame_per_tick_is_written_in_batches() -> None:
+    flusher = Flusher()
+    queues = [Queue(flusher) for _ in range(3)]
+    frames = 10 * BATCH
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flusher.run)
+        for _ in range(frames):
+            for queue in queues:
+                queue.push()
+            await anyio.lowlevel.checkpoint()
+        while any(queue.pending for queue in queues):
+            await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    for queue in queues:
+        assert sum(queue.flushes) == frames
+        # Trio runs the tasks of a tick in random order, so a batch may end a frame early.
+        assert len(queue.flushes) <= frames // (BATCH - 1) + 1

@@ -1,0 +1,83 @@
+"""Writing the frames of a whole event-loop tick at once, without a task switch per connection.
+
+A broadcast to 10,000 members queues one frame on each of them; a burst of replies queues
+several on one. Waking each connection's writer task to send them would cost a task switch per
+connection per tick, which is most of what a delivery costs. Instead a connection that queues
+bytes on an idle socket asks the server's one `Flusher` to write them: the flusher runs once
+the tasks ready in this tick have run, and sends every such connection's bytes with one
+non-blocking `send` each, many frames per call when a tick queued many. Whatever the kernel
+does not take (a peer that reads slowly) is left to that connection's writer task, which
+waits for the socket under `write_timeout`.
+
+When the ticks that ran before the flusher queued more frames still (a backlog: messages
+arriving one per tick from a broker, a publisher yielding between broadcasts), the flusher
+lets more ticks run before it writes, so that the frames of a backlog share one system call
+per connection, which delivers the last of them sooner than writing each on its own would.
+It writes as soon as ``QUIET_TICKS`` ticks queue nothing (an idle server writes after one or
+two ticks), the connections to flush hold ``BATCH`` frames each on average, or it has held
+them for ``MAX_DELAY`` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn, Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["BATCH", "MAX_DELAY", "QUIET_TICKS", "Flushable", "Flusher"]
+
+#: Ticks without a new frame after which the backlog is taken to be over (a message can take
+#: two: a client library's reader task, then the task that broadcasts it).
+QUIET_TICKS = 2
+#: Frames per connection beyond which writing them together saves little more.
+BATCH = 8
+#: The longest the flusher holds frames back, in seconds.
+MAX_DELAY = 0.02
+
+
+class Flushable(Protocol):
+    def flush_now(self) -> None:
+        """Send what is queued without waiting (what the socket takes now). Never raises."""
+
+
+class Flusher:
+    """Calls `flush_now` on every connection that asked to be flushed, at the end of the tick.
+
+    `run` is a task of the server, started before its connections and ended after them.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[Flushable] = []
+        self._wake = anyio.Event()
+        #: Frames queued so far (the flusher compares it before and after a tick).
+        self.queued = 0
+
+    def schedule(self, connection: Flushable) -> None:
+        """Flush ``connection`` soon (call once until flushed; count each frame in `queued`)."""
+        if not self._due:
+            self._wake.set()
+        self._due.append(connection)
+
+    async def run(self) -> NoReturn:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self._hold()
+            due, self._due = self._due, []
+            for connection in due:
+                connection.flush_now()
+
+    async def _hold(self) -> None:
+        """Let ticks run while a backlog keeps queueing frames (see the module's docstring)."""
+        held_until = anyio.current_time() + MAX_DELAY
+        first = self.queued - len(self._due)  # about: the due connections' first frames
+        quiet = 0
+        while quiet < QUIET_TICKS:
+            queued = self.queued
+            await anyio.lowlevel.checkpoint()
+            quiet = quiet + 1 if self.queued == queued else 0
+            if self.queued - first >= BATCH * len(self._due):
+                return
+            if anyio.current_time() >= held_until:
+                return
