@@ -1,5 +1,6 @@
 """Rooms and broadcast benchmark: one room of N members, 64-byte text messages.
 
+    pip install -e ".[bench]"
     python bench/broadcast.py [--connections 10000] [--seconds 2] [--rounds 3]
                               [--backend asyncio|uvloop|trio] [--scenario rooms,stalled,redis]
 

@@ -76,7 +76,7 @@ class SocketTransport:
         self._session: Session | None = None
         self._scope = anyio.CancelScope()
         self._out = bytearray()
-        self._writing = False
+        self._in_flight = 0  # bytes the writer task is sending (not in _out any more)
         self._wake_writer: anyio.Event | None = None
         self._drained: anyio.Event | None = None
         self._pong_payload = b""
@@ -139,7 +139,7 @@ class SocketTransport:
         rest, waiting for the socket."""
         self._flush_due = False
         out, sock = self._out, self._socket
-        if sock is None or self._writing or not out or self._record.lost:
+        if sock is None or self._in_flight or not out or self._record.lost:
             return  # closed, or the writer is on it, or nothing to write or no one to read it
         try:
             sent = sock.send(out)
@@ -165,7 +165,7 @@ class SocketTransport:
         if session.close_sent or self._record.lost:
             raise self._record.error()
         frame = session.prepared_frame(message)
-        if len(self._out) + len(frame) > limit:
+        if len(self._out) + self._in_flight + len(frame) > limit:
             return False
         self._push(frame)
         return True
@@ -175,7 +175,7 @@ class SocketTransport:
         timeout = self._settings.write_timeout
         try:
             with anyio.fail_after(timeout):
-                while len(self._out) > limit or (limit == 0 and self._writing):
+                while len(self._out) > limit or (limit == 0 and self._in_flight):
                     if self._record.lost:
                         raise self._record.error()
                     if self._drained is None:
@@ -194,7 +194,7 @@ class SocketTransport:
                 continue
             data = bytes(out)
             del out[:]
-            self._writing = True
+            self._in_flight = len(data)
             try:
                 with anyio.fail_after(self._settings.write_timeout):
                     await self._stream.send(data)
@@ -205,7 +205,7 @@ class SocketTransport:
                 self._abort("connection lost while writing")
                 return
             finally:
-                self._writing = False
+                self._in_flight = 0
                 if self._drained is not None:
                     self._drained.set()
                     self._drained = None
