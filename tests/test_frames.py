@@ -1,4 +1,5 @@
-"""Frames built once for many connections are exactly the frames wsproto builds for one."""
+"""Frames built once for many connections, and a session's own frames, are exactly the frames
+wsproto builds."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def test_binary_frames_equal_wsprotos(size: int, fill: bytes) -> None:
     payload = (fill * (size // len(fill) + 1))[:size]
     assert encode_frame(OPCODE_BINARY, payload) == wsproto_frame(payload)
     assert PreparedMessage.of(payload).frame == wsproto_frame(payload)
+    assert Session(Limits()).send_message(payload) == wsproto_frame(payload)
 
 
 @given(text=st.text(max_size=300), repeat=st.sampled_from([1, 2, 300]))
@@ -40,6 +42,7 @@ def test_text_frames_equal_wsprotos(text: str, repeat: int) -> None:
     message = text * repeat
     assert encode_frame(OPCODE_TEXT, message.encode()) == wsproto_frame(message)
     assert PreparedMessage.of(message).frame == wsproto_frame(message)
+    assert Session(Limits()).send_message(message) == wsproto_frame(message)
 
 
 def test_a_prepared_message_is_encoded_once_and_keeps_what_it_was_given() -> None:

@@ -20,7 +20,7 @@ from wsproto.extensions import Extension
 
 from wsapp.protocol.closecode import CloseCode
 from wsapp.protocol.deflate import PerMessageDeflate
-from wsapp.protocol.frames import PreparedMessage
+from wsapp.protocol.frames import OPCODE_BINARY, OPCODE_TEXT, PreparedMessage, encode_frame
 from wsapp.protocol.limits import MessageLimits
 
 __all__ = [
@@ -92,6 +92,7 @@ class Session:
             (e for e in extensions or () if isinstance(e, PerMessageDeflate)), None
         )
         self._own_frames = bool(extensions) and self._deflate is None  # an unknown extension
+        self._plain = not extensions
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
@@ -175,6 +176,12 @@ class Session:
 
     def send_message(self, message: str | bytes) -> bytes:
         """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
+        if self._plain and self._ws.state is ConnectionState.OPEN:
+            # Without extensions, wsproto's frame is exactly this one (tests/test_frames.py
+            # checks it), and building it directly skips two event objects and its framer.
+            if isinstance(message, str):
+                return encode_frame(OPCODE_TEXT, message.encode())
+            return encode_frame(OPCODE_BINARY, message)
         if type(message) is str:
             return self._ws.send(TextMessage(message))
         return self._ws.send(BytesMessage(message))  # type: ignore[arg-type]
