@@ -140,7 +140,9 @@ class ProtocolStream(SocketStream):
             raise anyio.BrokenResourceError from protocol.error
         self._transport.write(item)
         if protocol.writable is not None:
-            await protocol.writable
+            # Shielded: a send cancelled here (a write timeout) must not cancel the future the
+            # next send waits on, which the loop resolves only when its buffer drains.
+            await asyncio.shield(protocol.writable)
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.lost:

@@ -68,7 +68,8 @@ class SocketTransport:
         self._socket: socket.socket | None = None
         if flusher is not None and isinstance(stream, SocketStream):
             self._socket = stream.extra(SocketAttribute.raw_socket)
-        self._flusher = flusher
+        # Only a plain socket can be flushed without awaiting; other streams wake the writer.
+        self._flusher = flusher if self._socket is not None else None
         self._flush_due = False
         self._settings = settings
         self._key = key
@@ -121,7 +122,7 @@ class SocketTransport:
     def _push(self, frame: bytes) -> None:
         self._out += frame
         flusher = self._flusher
-        if flusher is None or self._socket is None:
+        if flusher is None:
             self._wake()
             return
         flusher.queued += 1
