@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import pytest
@@ -56,7 +57,10 @@ class Receiver(Protocol):
 SessionFactory = Callable[[MessageLimits], Receiver]
 
 #: Every implementation the properties below hold for.
-FACTORIES = [pytest.param(Session, id="Session")]
+FACTORIES = [
+    pytest.param(Session, id="fast-path"),
+    pytest.param(partial(Session, fast_path=False), id="wsproto"),
+]
 
 
 def client() -> Connection:
@@ -331,3 +335,77 @@ def test_any_chunking_yields_the_same_events_under_a_size_limit(
     events = assert_chunking_is_invisible(make, Limits(limit), sent.data, sent.cuts)
     if any(isinstance(event, str | bytes) and len(event) > limit for event in sent.events):
         assert ProtocolFailure(1009, f"message over {limit} bytes") in events
+
+
+# The fast path against wsproto
+
+
+@st.composite
+def any_frame(draw: st.DrawFn) -> bytes:
+    """A frame as a client might send it, valid or not: any opcode, FIN and RSV bits, masked
+    or not, its length in the shortest encoding or a longer one, text that may not be UTF-8,
+    perhaps cut short."""
+    opcode = draw(
+        st.sampled_from([OP_TEXT, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_CLOSE])
+        | st.integers(0, 15)
+    )
+    if draw(st.booleans()):
+        payload = draw(st.text(max_size=150)).encode()
+    else:
+        payload = draw(st.binary(max_size=300))
+    if opcode == OP_CLOSE and draw(st.booleans()):
+        payload = draw(st.sampled_from([1000, 1001, 999, 4000])).to_bytes(2, "big") + payload[:100]
+    fin = draw(st.integers(0, 5)) > 0
+    rsv = draw(st.sampled_from([0, 0, 0, 0, 1, 2, 4]))
+    masked = draw(st.integers(0, 9)) > 0
+    wide = draw(st.sampled_from([0, 0, 0, 126, 127]))  # 0: the shortest length encoding
+    size = len(payload)
+    if wide == 126 or (not wide and 126 <= size < 1 << 16):
+        length = bytes([126]) + size.to_bytes(2, "big")
+    elif wide == 127:
+        length = bytes([127]) + size.to_bytes(8, "big")
+    else:
+        length = bytes([size])
+    key = draw(st.binary(min_size=4, max_size=4)) if masked else b""
+    body = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload)) if masked else payload
+    wire = bytes([fin << 7 | rsv << 4 | opcode, masked << 7 | length[0]]) + length[1:] + key + body
+    if draw(st.integers(0, 9)) == 0:
+        wire = wire[: draw(st.integers(0, len(wire)))]
+    return wire
+
+
+@st.composite
+def client_traffic(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """Well-formed traffic mixed with frames of any shape, and where to cut it."""
+    parts = draw(
+        st.lists(st.one_of(traffic().map(lambda sent: sent.data), any_frame()), max_size=6)
+    )
+    data = b"".join(parts)
+    return data, sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+
+
+def session_state(session: Session) -> tuple[bool, bool, bool, bytes]:
+    return session.closed, session.failed, session.close_received, session.send_close(1000)
+
+
+@given(sent=client_traffic(), limit=st.integers(0, 400))
+def test_the_fast_path_answers_any_bytes_in_any_chunking_as_wsproto_does(
+    sent: tuple[bytes, list[int]], limit: int
+) -> None:
+    # Cut alike: where a frame is both over the limit and invalid, which failure comes first
+    # depends on the cuts, for wsproto too.
+    data, cuts = sent
+    for chunks in ([data], split(data, cuts)):
+        reference = Session(Limits(limit), fast_path=False)
+        fast = Session(Limits(limit))
+        assert feed(fast, chunks) == feed(reference, chunks)
+        assert session_state(fast) == session_state(reference)
+
+
+def test_a_text_frame_still_arriving_fails_at_its_first_invalid_byte() -> None:
+    whole = frame(OP_TEXT, b"ok \xff" + bytes(1000))
+    assert Session(Limits()).receive_data(whole[:20]) == [
+        ProtocolFailure(
+            1007, "'utf-8' codec can't decode byte 0xff in position 3: invalid start byte"
+        )
+    ]

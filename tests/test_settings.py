@@ -96,6 +96,10 @@ def test_an_unknown_environment_variable_suggests_the_nearest() -> None:
     assert "WSAPP_MAX_MESSAGE_SIZE" in message and "did you mean" not in message
 
 
+def test_the_switch_of_the_c_speedup_is_not_taken_for_a_mistyped_setting() -> None:
+    assert resolve(wsapp.App(), {"WSAPP_NO_SPEEDUPS": "1"}) == wsapp.Settings()
+
+
 def test_an_unknown_app_setting_suggests_the_nearest() -> None:
     with pytest.raises(TypeError) as caught:
         wsapp.App(max_mesage_size=1)

@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from wsapp.protocol.masking import NO_SPEEDUPS
+
 __all__ = ["ConfigError", "Settings", "resolve_settings"]
 
 ENV_PREFIX = "WSAPP_"
@@ -313,7 +315,7 @@ def resolve_settings(
     env_source.env_vars = {
         key.lower(): value
         for key, value in (os.environ if environ is None else environ).items()
-        if key.upper().startswith(ENV_PREFIX)
+        if key.upper().startswith(ENV_PREFIX) and key.upper() != NO_SPEEDUPS
     }
     env_names = {name: ENV_PREFIX + name.upper() for name in Settings.model_fields}
     unknown = sorted(

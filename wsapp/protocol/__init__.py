@@ -6,7 +6,9 @@ of it is tested with bytes alone:
 - `handshake`: parse and validate the HTTP upgrade, build the responses, negotiate
   permessage-deflate;
 - `session`: one connection after the handshake, over wsproto: reassembly under the size
-  limit, close bookkeeping, protocol failures told apart from close frames;
+  limit, close bookkeeping, protocol failures told apart from close frames, and a fast path
+  for whole data frames that is held to wsproto's answers by a differential test;
+- `masking`: unmasking client payloads, in C where it was compiled, else in Python;
 - `deflate`: wsapp's permessage-deflate extension for wsproto;
 - `frames`: server frames built once for many connections;
 - `closecode`: the close codes; `limits`: what the session reads from the settings.

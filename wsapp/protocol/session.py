@@ -22,6 +22,7 @@ from wsapp.protocol.closecode import CloseCode
 from wsapp.protocol.deflate import PerMessageDeflate
 from wsapp.protocol.frames import OPCODE_BINARY, OPCODE_TEXT, PreparedMessage, encode_frame
 from wsapp.protocol.limits import MessageLimits
+from wsapp.protocol.masking import unmask
 
 __all__ = [
     "CloseReceived",
@@ -71,6 +72,10 @@ Event: TypeAlias = str | bytes | CloseReceived | PingReceived | PongReceived | P
 control event."""
 
 
+_CONTROL_OPCODES = (0x8, 0x9, 0xA)  # close, ping, pong
+_COPY_LIMIT = 4096  # payloads above it are unmasked from a view of the buffer, not a copy
+
+
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -86,13 +91,25 @@ class Session:
     ``limits`` is read live, so a changed ``max_message_size`` applies from the next frame.
     """
 
-    def __init__(self, limits: MessageLimits, extensions: list[Extension] | None = None) -> None:
+    def __init__(
+        self,
+        limits: MessageLimits,
+        extensions: list[Extension] | None = None,
+        *,
+        fast_path: bool = True,
+    ) -> None:
         self._ws = Connection(SERVER, extensions)
         self._deflate = next(
             (e for e in extensions or () if isinstance(e, PerMessageDeflate)), None
         )
         self._own_frames = bool(extensions) and self._deflate is None  # an unknown extension
         self._plain = not extensions
+        # Without extensions, common frames skip wsproto (``fast_path=False``: every frame
+        # goes through it, the reference tests/test_session.py holds the fast path to).
+        self._fast = fast_path and self._plain
+        self._buffer = bytearray()  # the start of a frame the fast path waits the rest of
+        self._delegated = 0  # bytes of the current frame still to hand to wsproto
+        self._fragmented = False  # wsproto is inside a fragmented message
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
@@ -110,6 +127,103 @@ class Session:
         """Feed bytes read from the peer; return the events they complete, in order."""
         if self.closed:
             return []
+        if not self._fast:
+            return self._parse(data)
+        return self._receive_fast(data)
+
+    def _receive_fast(self, data: bytes) -> list[Event]:
+        """Read whole, final, masked text and binary frames between messages here, and hand
+        every other frame (control, fragment, over the limit, invalid, text not yet whole) to
+        wsproto, from its first byte to its last: wsproto then sees whole frames from a frame
+        boundary on, so its state and its answers are those it would have had alone."""
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view: bytes | bytearray = buffer
+        else:
+            view = data
+        end = len(view)
+        position = 0
+        events: list[Event] = []
+        while position < end:
+            if self._delegated:  # the rest of a frame wsproto is parsing
+                chunk = bytes(view[position : position + self._delegated])
+                position += len(chunk)
+                self._delegated -= len(chunk)
+                events += self._parse(chunk)
+                if not self._fast:  # closed or failed: wsproto takes all that follows
+                    if not self.failed and position < end:
+                        self._ws.receive_data(bytes(view[position:]))
+                    position = end
+                continue
+            if end - position < 2:
+                break
+            first, second = view[position], view[position + 1]
+            opcode, length = first & 0x0F, second & 0x7F
+            if opcode > OPCODE_BINARY and not (
+                opcode in _CONTROL_OPCODES and first & 0x80 and length < 126
+            ):
+                # wsproto fails such a frame on its first two bytes (RFC 6455 5.2, 5.5).
+                self._fast = False
+                events += self._parse(bytes(view[position:]))
+                position = end
+                break
+            header = 2 if length < 126 else 4 if length == 126 else 10
+            if end - position < header:
+                break
+            minimal = True
+            if header > 2:
+                length = int.from_bytes(view[position + 2 : position + header])
+                minimal = length > 125 if header == 4 else 0xFFFF < length < 1 << 63
+            masked = second & 0x80
+            size = header + (4 if masked else 0) + length
+            fin = first & 0x80
+            if not (
+                first & 0x70 == 0  # no RSV bit: there is no extension
+                and fin
+                and opcode  # a text or binary frame, not a continuation
+                and opcode <= OPCODE_BINARY
+                and masked
+                and minimal
+                and not self._fragmented
+                and length <= self._limits.max_message_size
+            ):
+                if opcode <= OPCODE_BINARY:
+                    self._fragmented = not fin
+                self._delegated = size
+                continue
+            stop = position + size
+            if stop > end:
+                if opcode == OPCODE_TEXT:
+                    # wsproto checks UTF-8 as the bytes arrive and fails at the first bad one.
+                    self._delegated = size
+                    continue
+                break
+            start = stop - length
+            key = view[start - 4 : start]
+            if length > _COPY_LIMIT:
+                with memoryview(view) as whole:  # no copy of a large payload before unmasking
+                    payload = unmask(whole[start:stop], key)
+            else:
+                payload = unmask(view[start:stop], key)
+            message: str | bytes = payload
+            if opcode == OPCODE_TEXT:
+                try:
+                    message = payload.decode()
+                except UnicodeDecodeError:
+                    self._delegated = size  # for wsproto to fail with 1007
+                    continue
+            position = stop
+            if not (self._discarding or self.close_sent):
+                events.append(message)
+        if buffer:
+            del buffer[:position]
+        elif position < end:
+            buffer += view[position:]
+        return events
+
+    def _parse(self, data: bytes) -> list[Event]:
+        """Feed ``data`` to wsproto; return the events it completes."""
         self._ws.receive_data(data)
         events: list[Event] = []
         for event in self._ws.events():
@@ -130,6 +244,7 @@ class Session:
                 events.append(PongReceived(event.payload))  # type: ignore[attr-defined]
             else:
                 assert isinstance(event, CloseConnection)
+                self._fast = False
                 if self._ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
                     self.close_received = True
                     events.append(CloseReceived(event.code, event.reason or ""))
