@@ -406,6 +406,7 @@ class TestClient:
         handler = StreamHandler(self.app, settings)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(serving(self.app, settings))
+            await stack.enter_async_context(handler.running())
             self._serving = stack.pop_all()
         self._handler = handler
         return self

@@ -9,7 +9,8 @@ shutdown can close them all. The test client drives its in-memory streams throug
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from wsapp.protocol import CloseCode, Refusal
 from wsapp.protocol.handshake import RequestHead, parse_request_head, websocket_key
 from wsapp.request import Address, Request, client_address
 from wsapp.server.flusher import Flusher
+from wsapp.server.keepalive import Keepalive
 from wsapp.server.transport import STREAM_ERRORS, SocketTransport
 from wsapp.settings import Settings
 
@@ -62,21 +64,18 @@ class StreamHandler:
         app: What to serve.
         settings: The resolved settings (defaults < App < environment < flags).
         ssl_context: Wrap every stream in TLS first.
-        flusher: Writes the frames of every plain socket at the end of each tick (a task of
-            the server's that must outlive the streams).
+
+    Streams are served within `running`, which runs the tasks every connection shares.
     """
 
     def __init__(
-        self,
-        app: Servable,
-        settings: Settings,
-        ssl_context: ssl.SSLContext | None = None,
-        flusher: Flusher | None = None,
+        self, app: Servable, settings: Settings, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.app = app
         self.settings = settings
         self.capacity = Capacity()
-        self._flusher = flusher
+        self._flusher = Flusher()
+        self._keepalive = Keepalive()
         self._ssl_context = ssl_context
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
@@ -87,6 +86,18 @@ class StreamHandler:
     def open_connections(self) -> int:
         """Streams being served: handshakes in progress and open connections."""
         return self.capacity.count
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the tasks that serve every connection: the
+        [Flusher][wsapp.server.flusher.Flusher], which writes the frames of each tick, and the
+        [Keepalive][wsapp.server.keepalive.Keepalive], which sends the pings. Streams are
+        handled inside the block, and are over when it ends."""
+        async with anyio.create_task_group() as shared:
+            shared.start_soon(self._flusher.run)
+            shared.start_soon(self._keepalive.run)
+            yield
+            shared.cancel_scope.cancel()
 
     def close_all(self, task_group: anyio.abc.TaskGroup) -> int:
         """Stop taking streams, drop handshakes in progress, close open connections with 1001
@@ -154,7 +165,7 @@ class StreamHandler:
             target = head.target.partition("?")[0] if head is not None else "-"
             await self._refuse(stream, refusal, target)
             return
-        transport = SocketTransport(stream, settings, key, trailing, self._flusher)
+        transport = SocketTransport(stream, settings, key, trailing, self._flusher, self._keepalive)
         self._streams[scope] = transport
         peer = _peer_address(stream)
 

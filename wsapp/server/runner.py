@@ -14,7 +14,6 @@ from wsapp.lifecycle import Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
 from wsapp.server.accept import StreamHandler
-from wsapp.server.flusher import Flusher
 from wsapp.server.listeners import accept_forever
 from wsapp.server.streams import acceptor
 from wsapp.settings import Settings
@@ -48,8 +47,7 @@ class Server:
         self.urls = urls
         self.forced = False
         self._listeners = listeners
-        self._flusher = Flusher()
-        self._handler = StreamHandler(app, settings, ssl_context, self._flusher)
+        self._handler = StreamHandler(app, settings, ssl_context)
         self._stop = anyio.Event()
         self._connections: anyio.abc.TaskGroup | None = None
         self._hooks = anyio.CancelScope()
@@ -103,10 +101,8 @@ class Server:
         return self._hooks
 
     async def _serve_connections(self, task_status: TaskStatus[Server]) -> None:
-        async with anyio.create_task_group() as flushing:
-            flushing.start_soon(self._flusher.run)
+        async with self._handler.running():
             await self._serve_until_stopped(task_status)
-            flushing.cancel_scope.cancel()
 
     async def _serve_until_stopped(self, task_status: TaskStatus[Server]) -> None:
         async with anyio.create_task_group() as connections:

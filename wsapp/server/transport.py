@@ -6,8 +6,11 @@ buffer without awaiting, so frames never interleave and need no lock. Over a soc
 server's [Flusher][wsapp.server.flusher.Flusher] writes that buffer at the end of the tick,
 many frames per call when traffic is heavy; what the socket does not take, and every stream
 that is not a plain socket (TLS, the test client's), is written by one writer task owned by
-the connection. Senders wait only while the buffer holds more than ``HIGH_WATER`` bytes: that
-is the backpressure, and ``write_timeout`` bounds both the wait and every write.
+the connection, started the first time it is needed. Senders wait only while the buffer holds
+more than ``HIGH_WATER`` bytes: that is the backpressure, and ``write_timeout`` bounds both
+the wait and every write. Pings are sent when the server's
+[Keepalive][wsapp.server.keepalive.Keepalive] calls back: an idle connection over a socket
+has no task but its reader.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from wsapp.protocol import (
 )
 from wsapp.protocol.handshake import negotiate_deflate, switching_protocols
 from wsapp.server.flusher import Flusher
+from wsapp.server.keepalive import Keepalive
 from wsapp.settings import Settings
 from wsapp.transport import Closed, CloseRecord, Message
 
@@ -53,7 +57,7 @@ class SocketTransport:
     `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
     ``settings`` bounds the handshake answer; once accepted, the connection's own settings
     (read live) take over. With a ``flusher``, frames go straight to the socket of a plain
-    socket stream at the end of each tick.
+    socket stream at the end of each tick; ``keepalive`` sends the pings.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class SocketTransport:
         key: str,
         initial: bytes = b"",
         flusher: Flusher | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self._stream = stream
         self._socket: socket.socket | None = None
@@ -71,6 +76,10 @@ class SocketTransport:
         # Only a plain socket can be flushed without awaiting; other streams wake the writer.
         self._flusher = flusher if self._socket is not None else None
         self._flush_due = False
+        self._keepalive = keepalive
+        self._writer_group: anyio.abc.TaskGroup | None = (
+            None  # where to start the writer, until then
+        )
         self._settings = settings
         self._key = key
         self._initial = initial
@@ -80,8 +89,7 @@ class SocketTransport:
         self._in_flight = 0  # bytes the writer task is sending (not in _out any more)
         self._wake_writer: anyio.Event | None = None
         self._drained: anyio.Event | None = None
-        self._pong_payload = b""
-        self._pong_received: anyio.Event | None = None
+        self._pong_payload: bytes | None = None  # of the ping waiting for its pong
         self._record = CloseRecord()
         self._inbox: Inbox | None = None
 
@@ -130,6 +138,12 @@ class SocketTransport:
             self._flush_due = True
             flusher.schedule(self)
 
+    def _start_writer(self) -> None:
+        """Start the writer task if it has not started (it starts with `run` if not yet)."""
+        if self._writer_group is not None:
+            self._writer_group.start_soon(self._write_loop)
+            self._writer_group = None
+
     def _wake(self) -> None:
         if self._wake_writer is not None:
             self._wake_writer.set()
@@ -148,6 +162,7 @@ class SocketTransport:
             sent = 0  # full (or broken: the writer meets the error again, and records it)
         del out[:sent]
         if out:
+            self._start_writer()
             self._wake()
         elif self._drained is not None:
             self._drained.set()
@@ -219,6 +234,10 @@ class SocketTransport:
         self._scope.cancel()
 
     async def close(self, code: int, reason: str) -> None:
+        self._close(code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Queue our close frame (once), and start the wait for the peer's."""
         session = self._session
         if self._inbox is not None:
             self._inbox.close()  # messages arriving from now on have no one to go to
@@ -236,9 +255,10 @@ class SocketTransport:
         try:
             with self._scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._write_loop)
-                    if self._settings.ping_interval is not None:
-                        tg.start_soon(self._keepalive)
+                    self._writer_group = tg
+                    if self._flusher is None or self._out:
+                        self._start_writer()
+                    self._schedule_ping()
                     await self._read(session, inbox)
                     if not self._record.lost:
                         # Flush what is left, the close frame above all; a failure is
@@ -249,6 +269,9 @@ class SocketTransport:
             if self._scope.cancelled_caught and not session.closed:
                 self._record.lose("no close frame from the peer within close_timeout")
         finally:
+            self._writer_group = None
+            if self._keepalive is not None:
+                self._keepalive.cancel(self)
             self._socket = None  # no flush may write to it once it is closed
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
@@ -281,8 +304,9 @@ class SocketTransport:
                 elif kind is PingReceived:
                     self._push(event.pong)  # type: ignore[union-attr]
                 elif kind is PongReceived:
-                    if self._pong_received is not None and event.payload == self._pong_payload:  # type: ignore[union-attr]
-                        self._pong_received.set()
+                    if event.payload == self._pong_payload:  # type: ignore[union-attr]
+                        self._pong_payload = None
+                        self._schedule_ping()
                 elif kind is CloseReceived:
                     assert isinstance(event, CloseReceived)
                     self._record.first(event.code, event.reason)
@@ -301,17 +325,21 @@ class SocketTransport:
                 except ConnectionClosed:
                     return
 
-    async def _keepalive(self) -> None:
-        settings, session = self._settings, self._open_session
-        while (interval := settings.ping_interval) is not None:
-            await anyio.sleep(interval)
-            if session.close_sent:
-                return
-            self._pong_payload = os.urandom(4)
-            self._pong_received = anyio.Event()
-            self._push(session.send_ping(self._pong_payload))
-            with anyio.move_on_after(settings.pong_timeout):
-                await self._pong_received.wait()
-                continue
-            await self.close(CloseCode.INTERNAL_ERROR, f"no pong within {settings.pong_timeout}s")
+    def _schedule_ping(self) -> None:
+        interval = self._settings.ping_interval  # read live: None stops the pings
+        if interval is not None and self._keepalive is not None:
+            self._keepalive.schedule(self, anyio.current_time() + interval)
+
+    def keepalive(self) -> None:
+        """Ping, or close with 1011 if the last ping's pong is overdue (the server's
+        [Keepalive][wsapp.server.keepalive.Keepalive] calls it at the time asked for)."""
+        session = self._open_session
+        if session.close_sent or self._record.lost or self._keepalive is None:
             return
+        timeout = self._settings.pong_timeout
+        if self._pong_payload is not None:
+            self._close(CloseCode.INTERNAL_ERROR, f"no pong within {timeout}s")
+            return
+        self._pong_payload = os.urandom(4)
+        self._push(session.send_ping(self._pong_payload))
+        self._keepalive.schedule(self, anyio.current_time() + timeout)
