@@ -10,7 +10,7 @@ import pytest
 
 import wsapp
 from wsapp.request import is_origin_allowed
-from wsapp.settings import ConfigError, Settings, resolve_settings, split_list
+from wsapp.settings import ConfigError, Settings, connection_settings, resolve_settings, split_list
 
 LIST_SETTINGS = [
     name
@@ -212,3 +212,13 @@ def test_null_origin_is_allowed_only_when_listed(
 ) -> None:
     allowed = wsapp.Settings(allowed_origins=allowed).allowed_origins
     assert is_origin_allowed(request(origin), allowed) is expected
+
+
+def test_a_connections_copy_changes_nothing_of_the_servers() -> None:
+    server = wsapp.Settings(allowed_origins=["https://a.example"], max_message_size=10)
+    mine = connection_settings(server)
+    assert mine == server
+    mine.allowed_origins.append("https://b.example")
+    mine.max_message_size = 20
+    assert server.allowed_origins == ["https://a.example"]
+    assert server.max_message_size == 10

@@ -28,7 +28,7 @@ from wsapp.protocol import CloseCode, Refusal
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import JoinRefused, Rooms
 from wsapp.routing import Router
-from wsapp.settings import Settings
+from wsapp.settings import Settings, connection_settings
 from wsapp.transport import Message, Transport
 
 __all__ = [
@@ -197,7 +197,7 @@ async def handle(
     reading = endpoint.decoder is None
     conn = Connection(
         request,
-        settings.model_copy(deep=True),
+        connection_settings(settings),
         transport,
         inbox if reading else None,
         rooms=app.rooms,

@@ -299,6 +299,13 @@ def describe(
     return head + "; ".join(problems)
 
 
+def connection_settings(settings: Settings) -> Settings:
+    """A copy of ``settings`` one connection may change (`conn.settings`) without changing
+    the server's: the lists are copied, the other values are immutable and shared (a deep
+    copy costs every handshake several times as much)."""
+    return settings.model_copy(update={name: list(getattr(settings, name)) for name in _LISTS})
+
+
 def resolve_settings(
     base: Settings,
     environ: Mapping[str, str] | None = None,
@@ -351,3 +358,6 @@ def resolve_settings(
         return Settings.model_validate(values)
     except ValidationError as exc:  # each layer was valid, so this is a bug, but say it clearly
         raise ConfigError(describe(exc)) from None
+
+
+_LISTS = [name for name, field in Settings.model_fields.items() if field.annotation == list[str]]
