@@ -27,8 +27,18 @@ def build_wheel(tmp_path: Path, **environment: str) -> set[str]:
     )
     wheels = tmp_path / "wheels"
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "-w", str(wheels), str(source)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(wheels),
+            str(source),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=120,
