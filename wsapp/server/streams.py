@@ -109,7 +109,9 @@ class ProtocolStream(SocketStream):
     def _raw_socket(self) -> socket.socket:  # what anyio's socket attributes are read from
         return self._socket
 
-    async def receive(self, max_bytes: int = 65536) -> bytes:
+    async def receive(self, max_bytes: int = READ_LIMIT) -> bytes:
+        # By default a whole chunk as the loop read it: splitting a large read into 64 KiB
+        # pieces would copy the rest of it once per piece.
         protocol = self._protocol
         while not protocol.chunks:
             if self._closed:
