@@ -33,7 +33,7 @@ async def connected() -> AsyncIterator[tuple[SocketStream, SocketStream]]:
                 yield server, client
 
 
-async def read_exactly(stream: SocketStream, size: int) -> bytes:
+async def read_at_least(stream: SocketStream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
         data += await stream.receive()
@@ -44,9 +44,9 @@ async def test_bytes_arrive_in_order_both_ways_and_the_end_is_seen() -> None:
     async with connected() as (server, client):
         await client.send(b"hello ")
         await client.send(b"server")
-        assert await read_exactly(server, 12) == b"hello server"
+        assert await read_at_least(server, 12) == b"hello server"
         await server.send(b"x" * (3 * MiB))  # returns once the loop has written it all
-        assert await read_exactly(client, 3 * MiB) == b"x" * (3 * MiB)
+        assert await read_at_least(client, 3 * MiB) == b"x" * (3 * MiB)
         await client.send_eof()
         with pytest.raises(anyio.EndOfStream):
             await server.receive()
@@ -61,7 +61,7 @@ async def test_a_send_cancelled_while_the_peer_does_not_read_leaves_the_stream_u
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.send, b"end")  # waits for the same drain, then goes on
-            received = await read_exactly(client, len(payload) + 3)
+            received = await read_at_least(client, len(payload) + 3)
         assert received == payload + b"end"
 
 
@@ -74,4 +74,6 @@ async def test_reading_stops_at_the_limit_when_the_server_does_not_read() -> Non
                 await client.send(chunk)
                 sent += len(chunk)
         assert sent < 64 * MiB  # bounded: the server stopped reading from the socket
-        assert await read_exactly(server, sent) == b"z" * sent
+        # All of it arrives (and perhaps part of the send cut short by the timeout).
+        received = await read_at_least(server, sent)
+        assert received == b"z" * len(received)
