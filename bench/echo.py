@@ -194,8 +194,13 @@ def contenders(backend: str, asgi: bool) -> list[tuple[Contender, int]]:
     return chosen
 
 
-def serve_websockets(port: int, backend: str) -> None:
-    """The equivalent echo server written with the websockets package."""
+def serve_websockets(
+    port: int, backend: str, *, max_size: int | None = 2**20, compression: str | None = "deflate"
+) -> None:
+    """The equivalent echo server written with the websockets package.
+
+    ``max_size`` and ``compression`` are passed to `serve` (their defaults are its own).
+    """
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
 
@@ -207,7 +212,9 @@ def serve_websockets(port: int, backend: str) -> None:
             pass  # the load generator drops its connections at the end of a round
 
     async def main() -> None:
-        async with serve(echo, "127.0.0.1", port) as server:
+        async with serve(
+            echo, "127.0.0.1", port, max_size=max_size, compression=compression
+        ) as server:
             await server.serve_forever()
 
     if backend == "uvloop":
