@@ -38,7 +38,7 @@ def build_wheel(tmp_path: Path, **environment: str) -> set[str]:
             "-w",
             str(wheels),
             str(source),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=120,
