@@ -252,7 +252,8 @@ class Client(asyncio.Protocol):
             if not head.startswith(b"HTTP/1.1 101"):
                 line = head.split(b"\r\n", 1)[0].decode(errors="replace")
                 self.upgraded.set_exception(RuntimeError(f"upgrade refused: {line}"))
-                self.send_close()
+                assert self.transport is not None
+                self.transport.close()
                 return
             self.upgraded.set_result(head)
             self.opened()
@@ -593,6 +594,11 @@ class Workload:
             return None
         return statistics.median(r[figure] for r in rounds)
 
+    @property
+    def short(self) -> str:
+        """The title's part before the colon, for tables."""
+        return self.title.partition(":")[0]
+
     def describe(self, figures: Figures) -> str:
         return ", ".join(f"{figures[f.key]:{f.spec}} {f.label}" for f in self.figures)
 
@@ -623,7 +629,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
                  partial(idle_memory, count=connections, deflate=False), memory_budget,
                  many, fresh=True),
         Workload("W4-deflate", "W4",
-                 f"W4 memory: {connections:,} idle connections, permessage-deflate",
+                 f"W4 memory, deflate: {connections:,} idle connections, permessage-deflate",
                  ["wsapp", "wsapp-trio", "websockets"], [idle],
                  partial(idle_memory, count=connections, deflate=True), memory_budget,
                  deflate, fresh=True),
@@ -789,15 +795,19 @@ def report(done: list[Workload], env: str) -> None:
                 continue
             medians = {f.key: workload.median(name, f.key) or 0.0 for f in workload.figures}
             print(f"  {name:>17}: {workload.describe(medians)}")
-    by_key = {w.key: w for w in done}
-    targets = [t for t in TARGETS if t.workload in by_key]
+    targets = measured_targets(done)
     if targets:
         print("\ntargets:")
-    for target in targets:
-        value = target.value(by_key)
+    for target, value in targets:
         shown = "-" if value is None else f"{value:.2f}"
         print(f"  {target.number}. {target.label:<50} {shown:>7}  "
               f"(goal {target.goal()}): {target.status(value)}")  # fmt: skip
+
+
+def measured_targets(done: list[Workload]) -> list[tuple[Target, float | None]]:
+    """The targets of the workloads that ran, each with its measured value."""
+    by_key = {w.key: w for w in done}
+    return [(t, t.value(by_key)) for t in TARGETS if t.workload in by_key]
 
 
 def markdown(done: list[Workload], env: str) -> None:
@@ -815,18 +825,18 @@ def markdown(done: list[Workload], env: str) -> None:
                     cells.append("")
                 else:
                     cells.append(f"{value:{figure.spec}}")
-            print(f"| {workload.title} | {figure.label} | " + " | ".join(cells) + " |")
-    by_key = {w.key: w for w in done}
-    targets = [t for t in TARGETS if t.workload in by_key]
+            print(f"| {workload.short} | {figure.label} | " + " | ".join(cells) + " |")
+    targets = measured_targets(done)
     if targets:
         print("\n| # | Target | Goal | Measured | |")
         print("|---|---|---|---:|---|")
-    for target in targets:
-        value = target.value(by_key)
+    for target, value in targets:
         shown = "" if value is None else f"{value:.2f}"
         print(f"| {target.number} | {target.label} | {target.goal()} | {shown} | "
               f"{target.status(value)} |")  # fmt: skip
-    print(f"\n{env[0].upper()}{env[1:]}.")
+    print(f"\n{env[0].upper()}{env[1:]}.\n")
+    for workload in done:
+        print(f"- {workload.title}")
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -870,11 +880,13 @@ def main() -> None:
         if groups - known:
             parser.error(f"--only: unknown {', '.join(sorted(groups - known))}")
         chosen = [w for w in chosen if {w.group.upper(), w.key.upper()} & groups]
-    needed = (args.connections if any(w.group == "W4" for w in chosen) else 0) + 200
+    # each process (this one, the server) holds one file per connection, plus a few dozen
+    needed = (args.connections if any(w.group == "W4" for w in chosen) else 0) + 64
     limit = raise_fd_limit(needed)
     if limit < needed:
-        parser.error(f"RLIMIT_NOFILE is {limit}, below the {needed} files W4 needs: "
-                     f"lower --connections or raise the hard limit (ulimit -Hn)")  # fmt: skip
+        parser.error(f"RLIMIT_NOFILE is {limit}, below the {needed} files W4 needs (and this "
+                     f"process may not raise it): lower --connections or raise the hard limit "
+                     f"(ulimit -Hn, as root)")  # fmt: skip
     env = environment(args)
     progress(env)
     for workload in chosen:
