@@ -77,9 +77,8 @@ class SocketTransport:
         self._flusher = flusher if self._socket is not None else None
         self._flush_due = False
         self._keepalive = keepalive
-        self._writer_group: anyio.abc.TaskGroup | None = (
-            None  # where to start the writer, until then
-        )
+        # Where to start the writer task once it is needed (None: started, or not running).
+        self._writer_group: anyio.abc.TaskGroup | None = None
         self._settings = settings
         self._key = key
         self._initial = initial
