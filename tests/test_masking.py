@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.frame_protocol import XorMaskerSimple
 
+from tests.conformance.wire import split
 from wsapp.protocol import masking
 
 IMPLEMENTATIONS = [pytest.param(masking.python_unmask, id="python")]
@@ -46,3 +47,29 @@ def test_a_mask_of_the_wrong_size_is_refused() -> None:
     for unmask in (masking.python_unmask, masking.unmask):
         with pytest.raises(ValueError, match="4 bytes"):
             unmask(b"abc", b"\x00")
+
+
+@pytest.mark.parametrize(
+    "unmask_pieces",
+    [pytest.param(masking.python_unmask_pieces, id="python")]
+    + ([pytest.param(masking.unmask_pieces, id="c")] if masking.SPEEDUPS else []),
+)
+@given(
+    data=st.binary(max_size=300),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+    key=st.binary(min_size=4, max_size=4),
+)
+def test_a_payload_in_pieces_unmasks_as_it_would_whole(
+    unmask_pieces: masking.UnmaskPieces, data: bytes, cuts: list[int], key: bytes
+) -> None:
+    pieces = split(data, sorted(min(cut, len(data)) for cut in cuts))
+    mixed = [memoryview(p) if i % 2 else bytearray(p) for i, p in enumerate(pieces)]
+    assert unmask_pieces(mixed, key) == masking.python_unmask(data, key)
+
+
+def test_pieces_and_their_mask_are_checked() -> None:
+    for unmask_pieces in (masking.python_unmask_pieces, masking.unmask_pieces):
+        with pytest.raises(ValueError, match="4 bytes"):
+            unmask_pieces([b"abc"], b"\x00")
+        with pytest.raises(TypeError):
+            unmask_pieces([b"abc", "text"], b"abcd")  # type: ignore[list-item]

@@ -36,6 +36,7 @@ from wsapp.protocol import (
     ProtocolFailure,
     Session,
 )
+from wsapp.protocol.bytequeue import COALESCE_LIMIT
 from wsapp.protocol.limits import MessageLimits
 from wsapp.protocol.session import Event
 
@@ -400,6 +401,44 @@ def test_the_fast_path_answers_any_bytes_in_any_chunking_as_wsproto_does(
         fast = Session(Limits(limit))
         assert feed(fast, chunks) == feed(reference, chunks)
         assert session_state(fast) == session_state(reference)
+
+
+@st.composite
+def large_traffic(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """Messages larger than the pieces the fast path copies together, among other traffic."""
+    key = draw(st.binary(min_size=4, max_size=4))
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(1, 3))):
+        size = draw(st.integers(COALESCE_LIMIT - 16, 3 * COALESCE_LIMIT))
+        fill = draw(st.binary(min_size=1, max_size=7))
+        payload = (fill * (size // len(fill) + 1))[:size]
+        opcode = draw(st.sampled_from([OP_BINARY, OP_BINARY, OP_TEXT]))
+        if opcode == OP_TEXT:
+            payload = payload.hex().encode()[:size]
+        parts.append(frame(opcode, payload, key=key))
+        parts.append(draw(traffic()).data)
+    data = b"".join(parts)
+    return data, sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+
+
+@given(sent=large_traffic(), limit=st.sampled_from([1 << 20, 2 * COALESCE_LIMIT]))
+def test_large_messages_in_any_chunking_come_out_as_wsprotos(
+    sent: tuple[bytes, list[int]], limit: int
+) -> None:
+    data, cuts = sent
+    reference = Session(Limits(limit), fast_path=False)
+    fast = Session(Limits(limit))
+    chunks = split(data, cuts)
+    assert feed(fast, chunks) == feed(reference, chunks)
+    assert session_state(fast) == session_state(reference)
+
+
+def test_a_binary_message_sent_from_a_bytearray_is_framed_as_it_was_given() -> None:
+    session = Session(Limits())
+    data = bytearray(2 * COALESCE_LIMIT)
+    head, payload = session.frame_parts(data)  # type: ignore[arg-type]
+    data[0] = 1  # changed after it was sent, before it was written
+    assert head + payload == Session(Limits()).send_message(bytes(2 * COALESCE_LIMIT))
 
 
 def test_a_text_frame_still_arriving_fails_at_its_first_invalid_byte() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "PreparedMessage", "encode_frame"]
+__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "PreparedMessage", "encode_frame", "frame_header"]
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
@@ -23,17 +23,20 @@ _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
 
+def frame_header(opcode: int, length: int, *, rsv1: bool = False) -> bytes:
+    """The header of a final, unmasked frame of ``length`` payload bytes (``rsv1`` marks
+    compressed data)."""
+    first = 0x80 | (0x40 if rsv1 else 0) | opcode
+    if length < 126:
+        return _SHORT.pack(first, length)
+    if length < 0x10000:
+        return _MEDIUM.pack(first, 126, length)
+    return _LONG.pack(first, 127, length)
+
+
 def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
     """One final, unmasked frame carrying ``payload`` (``rsv1`` marks compressed data)."""
-    first = 0x80 | (0x40 if rsv1 else 0) | opcode
-    length = len(payload)
-    if length < 126:
-        header = _SHORT.pack(first, length)
-    elif length < 0x10000:
-        header = _MEDIUM.pack(first, 126, length)
-    else:
-        header = _LONG.pack(first, 127, length)
-    return header + payload
+    return frame_header(opcode, len(payload), rsv1=rsv1) + payload
 
 
 class PreparedMessage:

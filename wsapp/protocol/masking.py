@@ -1,22 +1,33 @@
 """Unmasking client payloads (RFC 6455 section 5.3): the payload XORed with its 4-byte key.
 
-`unmask` is the C speed-up when it was compiled at install time, else pure Python; set
+`unmask` and `unmask_pieces` are the C speed-up when it was compiled at install time, else
+pure Python; set
 ``WSAPP_NO_SPEEDUPS=1`` to use the pure-Python version anyway (the test suite runs both).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-__all__ = ["NO_SPEEDUPS", "SPEEDUPS", "Unmask", "python_unmask", "unmask"]
+__all__ = [
+    "NO_SPEEDUPS",
+    "SPEEDUPS",
+    "Unmask",
+    "UnmaskPieces",
+    "python_unmask",
+    "python_unmask_pieces",
+    "unmask",
+    "unmask_pieces",
+]
 
 #: The environment variable that, set to anything but empty, turns the C speed-up off.
 NO_SPEEDUPS = "WSAPP_NO_SPEEDUPS"
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 Unmask: TypeAlias = Callable[[BytesLike, BytesLike], bytes]
+UnmaskPieces: TypeAlias = Callable[[Sequence[BytesLike], BytesLike], bytes]
 
 _XOR_TABLES = [bytes(key ^ byte for byte in range(256)) for key in range(256)]
 
@@ -38,18 +49,25 @@ def python_unmask(data: BytesLike, key: BytesLike) -> bytes:
     return bytes(payload)
 
 
-def _compiled() -> Unmask | None:
+def python_unmask_pieces(pieces: Sequence[BytesLike], key: BytesLike) -> bytes:
+    """The ``pieces`` joined, then unmasked with `python_unmask`."""
+    return python_unmask(b"".join(pieces), key)
+
+
+def _compiled() -> tuple[Unmask, UnmaskPieces] | None:
     if os.environ.get(NO_SPEEDUPS):
         return None
     try:
-        from wsapp.protocol._speedups import apply_mask
+        from wsapp.protocol._speedups import apply_mask, apply_mask_pieces
     except ImportError:
         return None
-    return apply_mask
+    return apply_mask, apply_mask_pieces
 
 
-_apply_mask = _compiled()
-#: True when `unmask` is the compiled speed-up.
-SPEEDUPS = _apply_mask is not None
-unmask: Unmask = _apply_mask or python_unmask
+_compiled_pair = _compiled()
+#: True when `unmask` and `unmask_pieces` are the compiled speed-up.
+SPEEDUPS = _compiled_pair is not None
+unmask: Unmask = _compiled_pair[0] if _compiled_pair else python_unmask
 """``data`` XORed with ``key`` (4 bytes), cycled: a masked payload made plain."""
+unmask_pieces: UnmaskPieces = _compiled_pair[1] if _compiled_pair else python_unmask_pieces
+"""A masked payload that arrived in pieces, made plain: ``b"".join(pieces)`` unmasked."""

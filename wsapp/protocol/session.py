@@ -18,11 +18,18 @@ from wsproto.connection import SERVER, Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
 
+from wsapp.protocol.bytequeue import COALESCE_LIMIT, Buffer, ByteQueue
 from wsapp.protocol.closecode import CloseCode
 from wsapp.protocol.deflate import PerMessageDeflate
-from wsapp.protocol.frames import OPCODE_BINARY, OPCODE_TEXT, PreparedMessage, encode_frame
+from wsapp.protocol.frames import (
+    OPCODE_BINARY,
+    OPCODE_TEXT,
+    PreparedMessage,
+    encode_frame,
+    frame_header,
+)
 from wsapp.protocol.limits import MessageLimits
-from wsapp.protocol.masking import unmask
+from wsapp.protocol.masking import unmask, unmask_pieces
 
 __all__ = [
     "CloseReceived",
@@ -107,7 +114,10 @@ class Session:
         # Without extensions, common frames skip wsproto (``fast_path=False``: every frame
         # goes through it, the reference tests/test_session.py holds the fast path to).
         self._fast = fast_path and self._plain
-        self._buffer = bytearray()  # the start of a frame the fast path waits the rest of
+        self._pending = ByteQueue()  # the start of a frame the fast path waits the rest of
+        self._wanted = 0  # bytes _pending must hold before the fast path can go on
+        # Header and key length of the binary frame _pending holds the start of (0: none).
+        self._awaited_head = 0
         self._delegated = 0  # bytes of the current frame still to hand to wsproto
         self._fragmented = False  # wsproto is inside a fragmented message
         self._limits = limits
@@ -136,15 +146,24 @@ class Session:
         every other frame (control, fragment, over the limit, invalid, text not yet whole) to
         wsproto, from its first byte to its last: wsproto then sees whole frames from a frame
         boundary on, so its state and its answers are those it would have had alone."""
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view: bytes | bytearray = buffer
-        else:
-            view = data
+        pending = self._pending
+        view: Buffer = data
+        events: list[Event] = []
+        if pending:
+            pending.append(data)
+            if len(pending) < self._wanted:
+                return []
+            head = self._awaited_head
+            if head:  # a frame checked as its head arrived: unmasked from its pieces as they are
+                self._awaited_head = 0
+                mask = b"".join(pending.pop(head))[-4:]
+                payload = unmask_pieces(pending.pop(self._wanted - head), mask)
+                if not (self._discarding or self.close_sent):
+                    events.append(payload)
+            view = pending.take()
         end = len(view)
         position = 0
-        events: list[Event] = []
+        wanted = 0  # where the loop stops: bytes needed from ``position`` on to go further
         while position < end:
             if self._delegated:  # the rest of a frame wsproto is parsing
                 chunk = bytes(view[position : position + self._delegated])
@@ -157,6 +176,7 @@ class Session:
                     position = end
                 continue
             if end - position < 2:
+                wanted = 2
                 break
             first, second = view[position], view[position + 1]
             opcode, length = first & 0x0F, second & 0x7F
@@ -170,6 +190,7 @@ class Session:
                 break
             header = 2 if length < 126 else 4 if length == 126 else 10
             if end - position < header:
+                wanted = header
                 break
             minimal = True
             if header > 2:
@@ -198,6 +219,8 @@ class Session:
                     # wsproto checks UTF-8 as the bytes arrive and fails at the first bad one.
                     self._delegated = size
                     continue
+                wanted = size
+                self._awaited_head = size - length
                 break
             start = stop - length
             key = view[start - 4 : start]
@@ -216,10 +239,9 @@ class Session:
             position = stop
             if not (self._discarding or self.close_sent):
                 events.append(message)
-        if buffer:
-            del buffer[:position]
-        elif position < end:
-            buffer += view[position:]
+        if position < end:
+            pending.append(memoryview(view)[position:])
+            self._wanted = wanted
         return events
 
     def _parse(self, data: bytes) -> list[Event]:
@@ -289,17 +311,29 @@ class Session:
     def _too_big(self) -> ProtocolFailure:
         return message_too_big(self._limits.max_message_size)
 
-    def send_message(self, message: str | bytes) -> bytes:
-        """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
+    def frame_parts(self, message: str | bytes) -> tuple[bytes, bytes]:
+        """The frame of one complete message (text for ``str``, binary for ``bytes``) in two
+        parts to write one after the other: a payload over ``COALESCE_LIMIT`` bytes is the
+        second, as given rather than copied into the frame; else the first is the whole frame."""
         if self._plain and self._ws.state is ConnectionState.OPEN:
             # Without extensions, wsproto's frame is exactly this one (tests/test_frames.py
             # checks it), and building it directly skips two event objects and its framer.
             if isinstance(message, str):
-                return encode_frame(OPCODE_TEXT, message.encode())
-            return encode_frame(OPCODE_BINARY, message)
+                opcode, payload = OPCODE_TEXT, message.encode()
+            else:  # a bytearray queued as given would be sent as it is when written
+                opcode = OPCODE_BINARY
+                payload = message if type(message) is bytes else bytes(message)
+            if len(payload) > COALESCE_LIMIT:
+                return frame_header(opcode, len(payload)), payload
+            return encode_frame(opcode, payload), b""
         if type(message) is str:
-            return self._ws.send(TextMessage(message))
-        return self._ws.send(BytesMessage(message))  # type: ignore[arg-type]
+            return self._ws.send(TextMessage(message)), b""
+        return self._ws.send(BytesMessage(message)), b""  # type: ignore[arg-type]
+
+    def send_message(self, message: str | bytes) -> bytes:
+        """The bytes of one complete message (text for ``str``, binary for ``bytes``)."""
+        head, payload = self.frame_parts(message)
+        return head + payload if payload else head
 
     def prepared_frame(self, prepared: PreparedMessage) -> bytes:
         """The bytes of a prepared message: a frame shared with other connections where this

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
@@ -35,6 +35,7 @@ from wsapp.protocol import (
     Refusal,
     Session,
 )
+from wsapp.protocol.bytequeue import ByteQueue
 from wsapp.protocol.handshake import negotiate_deflate, switching_protocols
 from wsapp.server.flusher import Flusher
 from wsapp.server.keepalive import Keepalive
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["HIGH_WATER", "STREAM_ERRORS", "SocketTransport"]
 #: Bytes of unsent frames above which `send` waits for the peer (plus at most one message).
 HIGH_WATER = 64 * 1024
+#: The most buffers one vectored write takes (POSIX guarantees at least 16; Linux takes 1024).
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
@@ -84,7 +87,7 @@ class SocketTransport:
         self._initial = initial
         self._session: Session | None = None
         self._scope = anyio.CancelScope()
-        self._out = bytearray()
+        self._out = ByteQueue()
         self._in_flight = 0  # bytes the writer task is sending (not in _out any more)
         self._wake_writer: anyio.Event | None = None
         self._drained: anyio.Event | None = None
@@ -126,8 +129,10 @@ class SocketTransport:
             raise RuntimeError("cannot send before the handshake completes (after on_connect)")
         return session
 
-    def _push(self, frame: bytes) -> None:
-        self._out += frame
+    def _push(self, frame: bytes, payload: bytes = b"") -> None:
+        self._out.append(frame)
+        if payload:  # a large payload, queued behind its frame header without a copy
+            self._out.append(payload)
         flusher = self._flusher
         if flusher is None:
             self._wake()
@@ -155,11 +160,12 @@ class SocketTransport:
         out, sock = self._out, self._socket
         if sock is None or self._in_flight or not out or self._record.lost:
             return  # closed, or the writer is on it, or nothing to write or no one to read it
+        pieces = out.pieces(IOV_MAX)
         try:
-            sent = sock.send(out)
+            sent = sock.send(pieces[0]) if len(pieces) == 1 else sock.sendmsg(pieces)
         except OSError:
             sent = 0  # full (or broken: the writer meets the error again, and records it)
-        del out[:sent]
+        out.pop(sent)
         if out:
             self._start_writer()
             self._wake()
@@ -171,7 +177,7 @@ class SocketTransport:
         session = self._open_session
         if session.close_sent or self._record.lost:
             raise self._record.error()
-        self._push(session.send_message(message))
+        self._push(*session.frame_parts(message))
         if len(self._out) > HIGH_WATER:
             await self._wait_for_room(HIGH_WATER)
 
@@ -207,12 +213,13 @@ class SocketTransport:
                 self._wake_writer = anyio.Event()
                 await self._wake_writer.wait()
                 continue
-            data = bytes(out)
-            del out[:]
+            data = out.take()
             self._in_flight = len(data)
             try:
                 with anyio.fail_after(self._settings.write_timeout):
-                    await self._stream.send(data)
+                    # Any bytes-like object will do for the streams served here (sockets,
+                    # TLS, the test client's pipe), so what was queued is not copied.
+                    await self._stream.send(cast(bytes, data))
             except TimeoutError:
                 self._abort(f"write timed out after {self._settings.write_timeout}s")
                 return
