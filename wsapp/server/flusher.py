@@ -13,9 +13,10 @@ When the ticks that ran before the flusher queued more frames still (a backlog: 
 arriving one per tick from a broker, a publisher yielding between broadcasts), the flusher
 lets more ticks run before it writes, so that the frames of a backlog share one system call
 per connection, which delivers the last of them sooner than writing each on its own would.
-It writes as soon as ``QUIET_TICKS`` ticks queue nothing (an idle server writes after one or
-two ticks), the connections to flush hold ``BATCH`` frames each on average, or it has held
-them for ``MAX_DELAY`` seconds.
+It writes as soon as ``QUIET_TICKS`` ticks queue nothing, the connections to flush hold
+``BATCH`` frames each on average, or it has held them for ``MAX_DELAY`` seconds; and at once
+when it was woken for one frame of one connection (a reply to a lone message, whose latency
+the wait would only add to).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class Flusher:
         """Let ticks run while a backlog keeps queueing frames (see the module's docstring)."""
         held_until = anyio.current_time() + MAX_DELAY
         first = self.queued - len(self._due)  # about: the due connections' first frames
+        if len(self._due) == 1 and self.queued - first == 1:
+            return  # a lone frame, a reply most likely: there is no backlog to wait for
         quiet = 0
         while quiet < QUIET_TICKS:
             queued = self.queued
