@@ -7,7 +7,8 @@ as it serves any other stream (every frame written by the writer task)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -41,18 +42,25 @@ class Pair:
 
 
 @asynccontextmanager
-async def accepted(flushed: bool, settings: wsapp.Settings | None = None) -> AsyncIterator[Pair]:
-    """A SocketTransport past its handshake on one end of a TCP connection, a raw client on
-    the other, and the transport running."""
+async def accepted(
+    flushed: bool,
+    settings: wsapp.Settings | None = None,
+    wrap: Callable[[anyio.abc.ByteStream], anyio.abc.ByteStream] = lambda stream: stream,
+) -> AsyncIterator[Pair]:
+    """A SocketTransport past its handshake on one end of a TCP connection (its stream passed
+    through ``wrap``), a raw client on the other, and the transport running."""
     settings = settings or wsapp.Settings()
     flusher = Flusher() if flushed else None
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listeners:
         port = listeners.extra(anyio.abc.SocketAttribute.local_port)
         listener = listeners.listeners[0]
         assert isinstance(listener, anyio.abc.SocketListener)
-        async with await anyio.connect_tcp("127.0.0.1", port) as client_end:
+        async with (
+            await anyio.connect_tcp("127.0.0.1", port) as client_end,
+            anyio.create_task_group() as tg,
+        ):
             server_end = await (acceptor(listener) if flushed else listener.accept)()
-            transport = SocketTransport(server_end, settings, KEY, flusher=flusher)
+            transport = SocketTransport(wrap(server_end), settings, KEY, flusher=flusher, tasks=tg)
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
             conn = Connection(request, settings, transport, rooms=Rooms())
             assert not transport.opened
@@ -63,12 +71,11 @@ async def accepted(flushed: bool, settings: wsapp.Settings | None = None) -> Asy
             assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
             assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
             inbox = Inbox()
-            async with anyio.create_task_group() as tg:
-                if flusher is not None:
-                    tg.start_soon(flusher.run)
-                tg.start_soon(transport.run, inbox)
-                yield Pair(transport, conn, peer, inbox)
-                tg.cancel_scope.cancel()
+            if flusher is not None:
+                tg.start_soon(flusher.run)
+            tg.start_soon(transport.run, inbox)
+            yield Pair(transport, conn, peer, inbox)
+            tg.cancel_scope.cancel()
 
 
 async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given(flushed: bool) -> None:
@@ -133,3 +140,40 @@ async def test_frames_the_socket_does_not_take_at_once_follow_in_order(flushed: 
                 assert await pair.peer.read_frame() == (True, OP_BINARY, bytes([index]) * chunk)
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"pushed last")
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"sent last")
+
+
+class FailingAfterHandshake(anyio.abc.ByteStream):
+    """A stream with a bug: it raises an unexpected error on every send after the first."""
+
+    def __init__(self, inner: anyio.abc.ByteStream) -> None:
+        self.inner = inner
+        self.sends = 0
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.inner.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        self.sends += 1
+        if self.sends > 1:
+            raise ValueError("a bug in the stream")
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_unexpected_error_while_writing_drops_that_connection_only(
+    flushed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The writer runs among the server's shared tasks (here, the group `accepted` runs the
+    # transport in): the group must survive, and the connection end as lost.
+    with caplog.at_level(logging.ERROR, logger="wsapp"):
+        async with accepted(flushed, wrap=FailingAfterHandshake) as pair:
+            await pair.transport.send("never sent")
+            await pair.peer.read_eof()
+    outcome = pair.transport.outcome()
+    assert (outcome.code, outcome.was_clean) == (1006, False)
+    assert "writer of a connection failed" in caplog.text

@@ -76,6 +76,7 @@ class StreamHandler:
         self.capacity = Capacity()
         self._flusher = Flusher()
         self._keepalive = Keepalive()
+        self._shared: anyio.abc.TaskGroup | None = None  # while running
         self._ssl_context = ssl_context
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
@@ -92,11 +93,16 @@ class StreamHandler:
         """Run the tasks that serve every connection: the
         [Flusher][wsapp.server.flusher.Flusher], which writes the frames of each tick, and the
         [Keepalive][wsapp.server.keepalive.Keepalive], which sends the pings. Streams are
-        handled inside the block, and are over when it ends."""
+        handled inside the block, and are over when it ends. The writer tasks of connections
+        whose socket is full run there too."""
         async with anyio.create_task_group() as shared:
             shared.start_soon(self._flusher.run)
             shared.start_soon(self._keepalive.run)
-            yield
+            self._shared = shared
+            try:
+                yield
+            finally:
+                self._shared = None
             shared.cancel_scope.cancel()
 
     def close_all(self, task_group: anyio.abc.TaskGroup) -> int:
@@ -165,7 +171,9 @@ class StreamHandler:
             target = head.target.partition("?")[0] if head is not None else "-"
             await self._refuse(stream, refusal, target)
             return
-        transport = SocketTransport(stream, settings, key, trailing, self._flusher, self._keepalive)
+        transport = SocketTransport(
+            stream, settings, key, trailing, self._flusher, self._keepalive, self._shared
+        )
         self._streams[scope] = transport
         peer = _peer_address(stream)
 

@@ -5,10 +5,12 @@ from any number of tasks, pongs, pings, the close frame) is serialized whole int
 buffer without awaiting, so frames never interleave and need no lock. Over a socket, the
 server's [Flusher][wsapp.server.flusher.Flusher] writes that buffer at the end of the tick,
 many frames per call when traffic is heavy; what the socket does not take, and every stream
-that is not a plain socket (TLS, the test client's), is written by one writer task owned by
-the connection, started the first time it is needed. Senders wait only while the buffer holds
-more than ``HIGH_WATER`` bytes: that is the backpressure, and ``write_timeout`` bounds both
-the wait and every write. Pings are sent when the server's
+that is not a plain socket (TLS, the test client's), is written by one writer task of the
+connection, started the first time it is needed, in the server's group of shared tasks and
+within a cancel scope of the connection's: a task group of its own would cost every
+connection a few KiB and every handshake tens of µs, for a task most never start. Senders
+wait only while the buffer holds more than ``HIGH_WATER`` bytes: that is the backpressure,
+and ``write_timeout`` bounds both the wait and every write. Pings are sent when the server's
 [Keepalive][wsapp.server.keepalive.Keepalive] calls back: an idle connection over a socket
 has no task but its reader.
 """
@@ -16,6 +18,7 @@ has no task but its reader.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING, cast
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     from wsapp.connection import Connection
 
 __all__ = ["HIGH_WATER", "STREAM_ERRORS", "SocketTransport"]
+
+logger = logging.getLogger("wsapp")
 #: Bytes of unsent frames above which `send` waits for the peer (plus at most one message).
 HIGH_WATER = 64 * 1024
 #: The most buffers one vectored write takes (POSIX guarantees at least 16; Linux takes 1024).
@@ -60,7 +65,8 @@ class SocketTransport:
     `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
     ``settings`` bounds the handshake answer; once accepted, the connection's own settings
     (read live) take over. With a ``flusher``, frames go straight to the socket of a plain
-    socket stream at the end of each tick; ``keepalive`` sends the pings.
+    socket stream at the end of each tick; ``keepalive`` sends the pings. The writer task, if
+    one is needed, runs in ``tasks`` (required to `run`; it outlives no connection).
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class SocketTransport:
         initial: bytes = b"",
         flusher: Flusher | None = None,
         keepalive: Keepalive | None = None,
+        tasks: anyio.abc.TaskGroup | None = None,
     ) -> None:
         self._stream = stream
         self._socket: socket.socket | None = None
@@ -80,8 +87,10 @@ class SocketTransport:
         self._flusher = flusher if self._socket is not None else None
         self._flush_due = False
         self._keepalive = keepalive
+        self._tasks = tasks
         # Where to start the writer task once it is needed (None: started, or not running).
         self._writer_group: anyio.abc.TaskGroup | None = None
+        self._writer_scope = anyio.CancelScope()  # cancelled when the connection ends
         self._settings = settings
         self._key = key
         self._initial = initial
@@ -207,6 +216,16 @@ class SocketTransport:
             raise WriteTimeout(CloseCode.ABNORMAL_CLOSURE, self._record.lost or "") from None
 
     async def _write_loop(self) -> None:
+        with self._writer_scope:
+            try:
+                await self._write_all()
+            except Exception:
+                # The writer runs among the server's shared tasks: nothing it raises may
+                # reach them. A bug here loses this connection only.
+                logger.exception("writer of a connection failed; the connection is dropped")
+                self._abort("internal error while writing")
+
+    async def _write_all(self) -> None:
         out = self._out
         while True:
             if not out:
@@ -257,25 +276,26 @@ class SocketTransport:
     async def run(self, inbox: Inbox) -> None:
         """Read until the connection is closed, then close the socket."""
         session = self._open_session
+        if self._tasks is None:
+            raise RuntimeError("a SocketTransport runs only with the task group for its writer")
         self._inbox = inbox
         try:
             with self._scope:
-                async with anyio.create_task_group() as tg:
-                    self._writer_group = tg
-                    if self._flusher is None or self._out:
-                        self._start_writer()
-                    self._schedule_ping()
-                    await self._read(session, inbox)
-                    if not self._record.lost:
-                        # Flush what is left, the close frame above all; a failure is
-                        # already recorded as the cause of the loss.
-                        with contextlib.suppress(ConnectionClosed):
-                            await self._wait_for_room(0)
-                    tg.cancel_scope.cancel()
+                self._writer_group = self._tasks
+                if self._flusher is None or self._out:
+                    self._start_writer()
+                self._schedule_ping()
+                await self._read(session, inbox)
+                if not self._record.lost and (self._out or self._in_flight):
+                    # Flush what is left, the close frame above all; a failure is already
+                    # recorded as the cause of the loss.
+                    with contextlib.suppress(ConnectionClosed):
+                        await self._wait_for_room(0)
             if self._scope.cancelled_caught and not session.closed:
                 self._record.lose("no close frame from the peer within close_timeout")
         finally:
             self._writer_group = None
+            self._writer_scope.cancel()
             if self._keepalive is not None:
                 self._keepalive.cancel(self)
             self._socket = None  # no flush may write to it once it is closed
