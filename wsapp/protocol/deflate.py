@@ -50,8 +50,9 @@ class PerMessageDeflate(Extension):
         self._server_no_context_takeover = server_no_context_takeover
         self._client_no_context_takeover = client_no_context_takeover
         self._compressor: zlib._Compress | None = None
-        # Inflating with the largest window decodes whatever window the client used.
-        self._decompressor = zlib.decompressobj(-15)
+        # Made for the first compressed message, not before: zlib's inflate state is 7 KiB,
+        # which a connection that has received nothing compressed would hold for nothing.
+        self._decompressor: zlib._Decompress | None = None
         self._message_compressed = False  # the data message being received is compressed
         self._frame_compressed = False  # the frame being received carries compressed data
         self._inflated = 0  # bytes inflated so far for the current message
@@ -89,11 +90,15 @@ class PerMessageDeflate(Extension):
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         allowed = self._limits.max_message_size - self._inflated
+        decompressor = self._decompressor
+        if decompressor is None:
+            # Inflating with the largest window decodes whatever window the client used.
+            decompressor = self._decompressor = zlib.decompressobj(-15)
         try:
-            output = self._decompressor.decompress(data, allowed + 1)
+            output = decompressor.decompress(data, allowed + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if len(output) > allowed or self._decompressor.unconsumed_tail:
+        if len(output) > allowed or decompressor.unconsumed_tail:
             return CloseReason.MESSAGE_TOO_BIG  # stopped here: the rest is never inflated
         self._inflated += len(output)
         return output
@@ -111,7 +116,7 @@ class PerMessageDeflate(Extension):
         self._message_compressed = self._frame_compressed = False
         result = self._inflate(_TAIL)
         if self._client_no_context_takeover:
-            self._decompressor = zlib.decompressobj(-15)
+            self._decompressor = None  # the next message starts afresh, its window freed
         return result
 
     def frame_outbound(
