@@ -141,12 +141,16 @@ class StreamHandler:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _serve(self, stream: ByteStream, scope: anyio.CancelScope) -> None:
-        settings = self.settings
-        # handshake_timeout bounds the whole handshake, TLS and on_connect included: the
-        # client is waiting for an answer, and an unanswered socket must not linger.
-        deadline = anyio.current_time() + settings.handshake_timeout
-        with anyio.CancelScope(deadline=deadline) as reading:
+    async def _read_request(
+        self, stream: ByteStream, deadline: float
+    ) -> tuple[ByteStream, RequestHead, bytes] | None:
+        """TLS, if any, then the request head, within ``deadline``: the stream to serve, the
+        parsed head and the bytes that followed it; None if the client was refused or gave up.
+
+        The deadline's scope lives and dies here: left in the frame of `_serve`, which lasts
+        as long as the connection, it would cost every open connection half a KiB.
+        """
+        with anyio.CancelScope(deadline=deadline):
             if self._ssl_context is not None:
                 stream = await TLSStream.wrap(
                     stream,
@@ -155,21 +159,28 @@ class StreamHandler:
                     standard_compatible=False,
                 )
             try:
-                head_bytes, trailing = await _read_head(stream, settings.max_header_size)
+                head_bytes, trailing = await _read_head(stream, self.settings.max_header_size)
+                return stream, parse_request_head(head_bytes), trailing
             except Refusal as refusal:
                 await self._refuse(stream, refusal, "-")
-                return
-        if reading.cancelled_caught:
-            logger.debug("handshake timed out after %ss", settings.handshake_timeout)
+                return None
+        logger.debug("handshake timed out after %ss", self.settings.handshake_timeout)
+        return None
+
+    async def _serve(self, stream: ByteStream, scope: anyio.CancelScope) -> None:
+        settings = self.settings
+        # handshake_timeout bounds the whole handshake, TLS and on_connect included: the
+        # client is waiting for an answer, and an unanswered socket must not linger.
+        deadline = anyio.current_time() + settings.handshake_timeout
+        received = await self._read_request(stream, deadline)
+        if received is None:
             return
-        head: RequestHead | None = None
+        stream, head, trailing = received
         try:
-            head = parse_request_head(head_bytes)
             path, raw_path, query = Request.split_target(head.target)
             key = websocket_key(head)
         except Refusal as refusal:
-            target = head.target.partition("?")[0] if head is not None else "-"
-            await self._refuse(stream, refusal, target)
+            await self._refuse(stream, refusal, head.target.partition("?")[0])
             return
         transport = SocketTransport(
             stream, settings, key, trailing, self._flusher, self._keepalive, self._shared

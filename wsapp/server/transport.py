@@ -90,7 +90,9 @@ class SocketTransport:
         self._tasks = tasks
         # Where to start the writer task once it is needed (None: started, or not running).
         self._writer_group: anyio.abc.TaskGroup | None = None
-        self._writer_scope = anyio.CancelScope()  # cancelled when the connection ends
+        # Made with the writer task (most connections never start one), and cancelled when
+        # the connection ends, even before the task has begun.
+        self._writer_scope: anyio.CancelScope | None = None
         self._settings = settings
         self._key = key
         self._initial = initial
@@ -154,7 +156,8 @@ class SocketTransport:
     def _start_writer(self) -> None:
         """Start the writer task if it has not started (it starts with `run` if not yet)."""
         if self._writer_group is not None:
-            self._writer_group.start_soon(self._write_loop)
+            self._writer_scope = anyio.CancelScope()
+            self._writer_group.start_soon(self._write_loop, self._writer_scope)
             self._writer_group = None
 
     def _wake(self) -> None:
@@ -215,8 +218,8 @@ class SocketTransport:
             self._abort(f"write timed out after {timeout}s")
             raise WriteTimeout(CloseCode.ABNORMAL_CLOSURE, self._record.lost or "") from None
 
-    async def _write_loop(self) -> None:
-        with self._writer_scope:
+    async def _write_loop(self, scope: anyio.CancelScope) -> None:
+        with scope:
             try:
                 await self._write_all()
             except Exception:
@@ -295,7 +298,8 @@ class SocketTransport:
                 self._record.lose("no close frame from the peer within close_timeout")
         finally:
             self._writer_group = None
-            self._writer_scope.cancel()
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
             if self._keepalive is not None:
                 self._keepalive.cancel(self)
             self._socket = None  # no flush may write to it once it is closed
