@@ -13,10 +13,20 @@ from __future__ import annotations
 import struct
 import zlib
 
-__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "PreparedMessage", "encode_frame", "frame_header"]
+__all__ = [
+    "OPCODE_BINARY",
+    "OPCODE_PING",
+    "OPCODE_PONG",
+    "OPCODE_TEXT",
+    "PreparedMessage",
+    "encode_frame",
+    "frame_header",
+]
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
