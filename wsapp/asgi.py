@@ -17,6 +17,7 @@ import anyio
 from wsapp import lifecycle
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
+from wsapp.health import health_answer
 from wsapp.inbox import Inbox
 from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
@@ -120,6 +121,7 @@ class ASGIAdapter:
         self._settings: Settings | None = None
         self._capacity = Capacity()
         self._warned = False  # about hooks that never ran, once
+        self._shutting_down = False  # the host sent lifespan.shutdown
 
     @property
     def settings(self) -> Settings:
@@ -152,6 +154,7 @@ class ASGIAdapter:
                 phase = "shutdown"
                 while (await receive())["type"] != "lifespan.shutdown":
                     pass
+                self._shutting_down = True
         except (ConfigError, LifespanError, ConnectionError, RuntimeError) as exc:
             await send({"type": f"lifespan.{phase}.failed", "message": str(exc)})
             return
@@ -159,19 +162,25 @@ class ASGIAdapter:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         path = route_path(scope)
+        if path == self.settings.health_path:
+            status, headers, body = health_answer(scope["method"], not self._shutting_down)
+            await self._respond(send, status, headers, body)
+            return
         if self.app.router.resolve(path) is None:
             answer = Refusal(404, f"no WebSocket endpoint at {path}")
         else:
             answer = upgrade_required()
         headers = [*answer.headers, ("Content-Type", "text/plain; charset=utf-8")]
+        await self._respond(send, answer.status, headers, answer.body)
+
+    @staticmethod
+    async def _respond(
+        send: Send, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status,
-                "headers": _encode_headers(headers),
-            }
+            {"type": "http.response.start", "status": status, "headers": _encode_headers(headers)}
         )
-        await send({"type": "http.response.body", "body": answer.body})
+        await send({"type": "http.response.body", "body": body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":

@@ -185,6 +185,20 @@ class Settings(BaseSettings):
     by default: trusting such headers from
     anyone would let any client forge its address."""
 
+    health_path: str | None = None
+    """A path answered over plain HTTP (GET or HEAD), not as a WebSocket endpoint: 200 `ok`
+    while the server serves, 503 once it is shutting down, for load balancers' health checks
+    and Kubernetes' readiness probes. `None` (the default): no such path, and every plain
+    HTTP request gets 426 on an endpoint's path and 404 elsewhere. A WebSocket handshake on
+    the same path still goes to its endpoint."""
+
+    drain_delay: float = Field(default=0.0, ge=0)
+    """Seconds a graceful shutdown keeps serving, the health path answering 503, before it
+    closes the listeners and the connections: time for a load balancer that probes the
+    path to stop sending new clients here. Set it a little longer than the probe's period
+    times the failures it needs; 0 (the default) closes at once. A second signal cuts it
+    short."""
+
     debug: bool = False
     """Put tracebacks in 500 responses of a failing `on_connect`. Never in production: it
     shows your code to whoever connects."""
@@ -238,6 +252,13 @@ class Settings(BaseSettings):
                 f"{value!r} is not a broker URL: use redis://host:port/db (or rediss://, "
                 "unix:///path/redis.sock), or leave it unset for one process"
             )
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _check_health_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a path: it must start with '/', like '/healthz'")
         return value
 
     @field_validator("trusted_proxies")

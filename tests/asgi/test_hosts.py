@@ -206,6 +206,24 @@ async def test_plain_http_gets_426_on_a_route_and_404_elsewhere(
     )
 
 
+async def test_the_health_path_answers_200_ok_on_the_http_scope(host: Host) -> None:
+    app = wsapp.App(health_path="/healthz")
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
+        await conn.send(message)
+
+    async with host.serve(app) as served:
+        health = await http_get(served, "/healthz")
+        other = await http_get(served, "/elsewhere")
+    assert (health.status, health.headers.get("Cache-Control"), health.body) == (
+        200,
+        "no-store",
+        b"ok\n",
+    )
+    assert other.status == 426  # the app's fallback endpoint serves every other path
+
+
 async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:
     async with host.serve(echo.app) as served:
         assert (await http_get(served, "/")).status == 426  # it served

@@ -18,10 +18,17 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from wsapp import lifecycle
+from wsapp.health import health_answer
 from wsapp.lifecycle import Capacity, Servable
 from wsapp.log import logger
 from wsapp.protocol import CloseCode, Refusal
-from wsapp.protocol.handshake import RequestHead, parse_request_head, websocket_key
+from wsapp.protocol.handshake import (
+    RequestHead,
+    http_response,
+    is_websocket_upgrade,
+    parse_request_head,
+    websocket_key,
+)
 from wsapp.request import Address, Request, client_address
 from wsapp.server.flusher import Flusher
 from wsapp.server.keepalive import Keepalive
@@ -80,6 +87,7 @@ class StreamHandler:
         self._ssl_context = ssl_context
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
+        self._draining = False
         # Every stream being served, with its transport once the request head is read.
         self._streams: dict[anyio.CancelScope, SocketTransport | None] = {}
 
@@ -104,6 +112,11 @@ class StreamHandler:
             finally:
                 self._shared = None
             shared.cancel_scope.cancel()
+
+    def drain(self) -> None:
+        """Answer the health path with 503 from now on: the shutdown has begun, and new
+        clients should go elsewhere while this server still serves."""
+        self._draining = True
 
     def close_all(self, task_group: anyio.abc.TaskGroup) -> int:
         """Stop taking streams, drop handshakes in progress, close open connections with 1001
@@ -178,9 +191,13 @@ class StreamHandler:
         stream, head, trailing = received
         try:
             path, raw_path, query = Request.split_target(head.target)
-            key = websocket_key(head)
+            health = path == settings.health_path and not is_websocket_upgrade(head.headers)
+            key = "" if health else websocket_key(head)
         except Refusal as refusal:
             await self._refuse(stream, refusal, head.target.partition("?")[0])
+            return
+        if health:
+            await self._answer_health(stream, head.method)
             return
         transport = SocketTransport(
             stream, settings, key, trailing, self._flusher, self._keepalive, self._shared
@@ -204,6 +221,12 @@ class StreamHandler:
         await lifecycle.handle(
             self.app, settings, self.capacity, path, build_request, transport, deadline
         )
+
+    async def _answer_health(self, stream: ByteStream, method: str) -> None:
+        serving = not (self._draining or self._stopping)
+        status, headers, body = health_answer(method, serving)
+        with anyio.fail_after(self.settings.write_timeout):
+            await stream.send(http_response(status, headers, body))
 
     async def _refuse(self, stream: ByteStream, refusal: Refusal, path: str) -> None:
         """Refuse a request too malformed to make a transport of."""

@@ -49,6 +49,7 @@ class Server:
         self._listeners = listeners
         self._handler = StreamHandler(app, settings, ssl_context)
         self._stop = anyio.Event()
+        self._forced = anyio.Event()
         self._connections: anyio.abc.TaskGroup | None = None
         self._hooks = anyio.CancelScope()
 
@@ -58,13 +59,16 @@ class Server:
         return self._handler.open_connections
 
     def shutdown(self) -> None:
-        """Start a graceful shutdown: stop accepting, close every connection with 1001."""
+        """Start a graceful shutdown: the health path answers 503 from now on; after
+        `drain_delay`, stop accepting and close every connection with 1001."""
+        self._handler.drain()
         self._stop.set()
 
     def force_shutdown(self) -> None:
         """Cancel every connection now, without waiting for closing handshakes."""
         self.forced = True
         self._stop.set()
+        self._forced.set()
         self._hooks.cancel()
         if self._connections is not None:
             self._connections.cancel_scope.cancel()
@@ -116,12 +120,23 @@ class Server:
                     logger.info("wsapp serving %s", url)
                 task_status.started(self)
                 await self._stop.wait()
+                await self._drain()
                 accepting.cancel_scope.cancel()
             await self._close_listeners()
             connections.cancel_scope.deadline = anyio.current_time() + self.settings.close_timeout
             opened = self._handler.close_all(connections)
             if not self.forced:
                 logger.info("shutting down: closing %d connection(s) with 1001", opened)
+
+    async def _drain(self) -> None:
+        """Keep serving for `drain_delay`, the health path answering 503, so that a load
+        balancer stops sending new clients first; a forced shutdown cuts it short."""
+        delay = self.settings.drain_delay
+        if not delay or self.forced:
+            return
+        logger.info("shutting down: draining for %ss (the health path answers 503)", delay)
+        with anyio.move_on_after(delay):
+            await self._forced.wait()
 
     async def _close_listeners(self) -> None:
         listeners, self._listeners = self._listeners, ()
