@@ -24,11 +24,13 @@ from wsapp.exceptions import ConnectionClosed, Reject
 from wsapp.inbox import Inbox
 from wsapp.lifespan import Lifespan
 from wsapp.log import logger
+from wsapp.looplag import watch_loop_lag
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import JoinRefused, Rooms
 from wsapp.routing import Router
 from wsapp.settings import Settings, connection_settings
+from wsapp.tasks import tasks_for_block
 from wsapp.transport import Message, Transport
 
 __all__ = [
@@ -69,8 +71,8 @@ async def serving(
     guard: Callable[[], anyio.CancelScope] = anyio.CancelScope,
 ) -> AsyncIterator[None]:
     """What every host runs around its connections, in this order: the rooms (and their
-    broker), the start-up hooks, the background tasks; and on the way out the background
-    tasks cancelled, the shutdown hooks, the broker disconnected.
+    broker), the start-up hooks, the background tasks and the event-loop lag watcher; and on
+    the way out those tasks cancelled, the shutdown hooks, the broker disconnected.
 
     The rooms come first because a start-up hook may broadcast already. ``guard`` makes the
     scope each hook phase runs in (the built-in server cancels it on a forced shutdown).
@@ -80,7 +82,8 @@ async def serving(
     async with app.rooms.running(settings):
         with guard():
             await app.hooks.startup()
-        async with app.hooks.background():
+        async with app.hooks.background(), tasks_for_block() as watchers:
+            watchers.start_soon(watch_loop_lag, settings)
             yield
         with guard():
             await app.hooks.shutdown()

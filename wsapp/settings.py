@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     times the failures it needs; 0 (the default) closes at once. A second signal cuts it
     short."""
 
+    loop_lag_warning: Seconds | None = 1.0
+    """Log a warning when the event loop was blocked this many seconds or more (a callback
+    running blocking code inside `async def`), naming the lag: blocks that outlast
+    `pong_timeout` close connections with 1011. 1 s is far above a healthy loop's lag
+    (milliseconds) and well below the keepalive timeouts; `None` turns the warning off."""
+
     debug: bool = False
     """Put tracebacks in 500 responses of a failing `on_connect`. Never in production: it
     shows your code to whoever connects."""
