@@ -216,13 +216,16 @@ async def serving(
     ready: str = "wsapp serving ",
     max_files: int | None = None,
     stop: bool = False,
+    script: str | None = None,
 ) -> AsyncIterator[Served]:
     """Start the CLI on a free port; yields once it logs ``ready`` (by default the URL it
     serves, which becomes `url`). ``max_files`` lowers its RLIMIT_NOFILE first. The block's
     end waits for the process to exit; with ``stop`` it first sends SIGTERM (a graceful
-    shutdown) if it still runs."""
+    shutdown) if it still runs. A ``script`` (Python source) is run instead of the CLI."""
     command = [sys.executable, "-m", "wsapp", *args, "--port", "0"]
-    if max_files is not None:
+    if script is not None:
+        command = [sys.executable, "-c", script]
+    elif max_files is not None:
         # The limit must hold from the start, so the child sets it before wsapp starts.
         command[1:3] = ["-c", _LIMITED.format(max_files)]
     process = await anyio.open_process(

@@ -325,6 +325,41 @@ async def test_factory_and_start_line() -> None:
     assert served.process.returncode == 0
 
 
+RUN_ECHO = """
+{setup}
+from examples.echo import app
+app.run(port=0)
+"""
+
+
+async def echo_hello(address: str) -> Any:
+    async with connect(address) as ws:
+        await ws.send("hello")
+        return await ws.recv()
+
+
+@pytestmark_async
+async def test_app_run_logs_like_the_cli() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with serving(script=RUN_ECHO.format(setup=""), stop=True) as served:
+            assert served.url.startswith("ws://127.0.0.1:")
+            assert await client(echo_hello, served.url) == "hello"
+            await served.wait_for(served.stderr, " close ")
+    assert served.process.returncode == 0
+    assert any(" INFO wsapp: open " in line for line in served.stderr)
+
+
+@pytestmark_async
+async def test_app_run_keeps_the_logging_the_program_configured() -> None:
+    setup = "import logging; logging.basicConfig(level='INFO', format='MINE %(message)s')"
+    with anyio.fail_after(TIMEOUT):
+        async with serving(script=RUN_ECHO.format(setup=setup), stop=True) as served:
+            assert await client(echo_hello, served.url) == "hello"
+            await served.wait_for(served.stderr, "MINE close ")
+    wsapp_lines = [line for line in served.stderr if "wsapp" in line or " open " in line]
+    assert wsapp_lines and all(line.startswith("MINE ") for line in wsapp_lines)  # once each
+
+
 @pytestmark_async
 @pytest.mark.parametrize("backend", ["asyncio", "uvloop", "trio"])
 async def test_backends(backend: str) -> None:

@@ -25,7 +25,7 @@ from wsapp.endpoint import (
 )
 from wsapp.lifecycle import serving
 from wsapp.lifespan import Lifespan
-from wsapp.log import logger
+from wsapp.log import configure_logging, logger
 from wsapp.messages import DispatchPolicy
 from wsapp.protocol import PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
@@ -342,7 +342,11 @@ class App(CallbackDecorators):
         backend: Backend = "asyncio",
         **options: Any,
     ) -> None:
-        """Serve in the foreground until SIGINT/SIGTERM: the blocking form of `serve`."""
+        """Serve in the foreground until SIGINT/SIGTERM: the blocking form of `serve`.
+
+        Logs to stderr at level INFO (the serving URL, each connection's open and close), as
+        `python -m wsapp` does, unless the program configured logging itself."""
+        configure_logging()
         run_app(self, backend, host=host, port=port, **options)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 import typing
@@ -18,6 +17,7 @@ import anyio
 
 from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
+from wsapp.log import configure_logging
 from wsapp.server.listeners import ListenError
 from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
 from wsapp.workers import Supervisor, die_with_parent
@@ -306,13 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "give both to serve wss://, or neither to serve ws://"
         )
     worker = args.ready_fd is not None
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        # A worker's lines say which worker wrote them.
-        format="%(asctime)s %(levelname)s %(name)s"
-        + ("[%(process)d]" if worker else "")
-        + ": %(message)s",
-    )
+    configure_logging(args.log_level, worker)
     try:
         app = load_app(args.target, args.factory)
     except UsageError as exc:

@@ -7,9 +7,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RateLimitedLog", "logger"]
+__all__ = ["RateLimitedLog", "configure_logging", "logger"]
 
 logger = logging.getLogger("wsapp")
+
+
+def configure_logging(level: str = "info", worker: bool = False) -> None:
+    """Log wsapp's lines to stderr at ``level``, as `python -m wsapp` and `app.run()` do,
+    unless the program already configured logging (a handler on the root logger or on
+    `wsapp`'s): then its configuration stands, and no line is printed twice. A worker's
+    lines carry its process id."""
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if worker else "")
+        + ": %(message)s",
+    )
 
 
 class RateLimitedLog:
