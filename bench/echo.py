@@ -1,11 +1,13 @@
 """Echo benchmark: wsapp's echo example against an equivalent `websockets` server.
 
     python bench/echo.py [--seconds 5] [--rounds 3] [--backend asyncio|uvloop|trio] [--asgi]
+                         [--metrics]
 
 With `--asgi`, two more contenders run under uvicorn (its websockets-sansio implementation):
 the same wsapp app as an ASGI app, and the echo endpoint as written with Starlette
 (`bench/starlette_echo.py`); their ratio is the cost of wsapp's ASGI adapter against the
-framework users run there today.
+framework users run there today. With `--metrics`, one more: wsapp serving a metrics path
+(which also times every `on_message`), against wsapp without one: the cost of the metrics.
 
 Each server runs in its own process; one load generator (this process) drives both with the
 same load: 50 connections, each keeping 10 messages of 32 bytes in flight. Rounds alternate
@@ -173,8 +175,8 @@ def uvicorn_command(app: str, port: int, backend: str) -> list[str]:
             "--lifespan", "on"]  # fmt: skip
 
 
-def contenders(backend: str, asgi: bool) -> list[tuple[Contender, int]]:
-    ports = [free_port() for _ in range(4)]
+def contenders(backend: str, asgi: bool, metrics: bool = False) -> list[tuple[Contender, int]]:
+    ports = [free_port() for _ in range(5)]
     wsapp_cmd = wsapp_command(ports[0], "--backend", backend)
     ws_cmd = [sys.executable, __file__, "--serve-websockets", str(ports[1]),
               "--backend", "uvloop" if backend == "uvloop" else "asyncio"]  # fmt: skip
@@ -191,6 +193,9 @@ def contenders(backend: str, asgi: bool) -> list[tuple[Contender, int]]:
             (Contender("starlette+uvicorn",
                        uvicorn_command("bench.starlette_echo:app", ports[3], backend)), ports[3]),
         ]  # fmt: skip
+    if metrics:
+        metered = wsapp_command(ports[4], "--backend", backend, "--metrics-path", "/metrics")
+        chosen.append((Contender("wsapp+metrics", metered), ports[4]))
     return chosen
 
 
@@ -296,16 +301,20 @@ def load_parser(description: str) -> argparse.ArgumentParser:
 def main() -> None:
     parser = load_parser(__doc__)
     parser.add_argument("--asgi", action="store_true", help="also compare under uvicorn")
+    parser.add_argument("--metrics", action="store_true", help="also wsapp with a metrics path")
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_websockets:
         serve_websockets(args.serve_websockets, args.backend)
         return
-    results = run_rounds(contenders(args.backend, args.asgi), args.rounds, args.seconds)
+    chosen = contenders(args.backend, args.asgi, args.metrics)
+    results = run_rounds(chosen, args.rounds, args.seconds)
     medians = print_medians(results, args.backend)
     print_ratio(medians, "wsapp", "websockets", " (goal: at most 0.80x)")
     if args.asgi:
         print_ratio(medians, "wsapp+uvicorn", "starlette+uvicorn")
+    if args.metrics:
+        print_ratio(medians, "wsapp+metrics", "wsapp", " (goal: at most 1.05x)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from websockets.asyncio.client import connect
 import wsapp
 from tests.helpers import client, port, url
 from tests.test_handshake import http_exchange
-from wsapp.health import health_answer
+from wsapp.metrics import Metrics
+from wsapp.plainhttp import plain_answer
+from wsapp.rooms import Rooms
 
 pytestmark = pytest.mark.anyio
 
@@ -26,15 +28,23 @@ pytestmark = pytest.mark.anyio
         ("GET", False, 503, b"shutting down\n"),
         ("HEAD", True, 200, b""),
         ("HEAD", False, 503, b""),
-        ("POST", True, 405, b"the health path answers GET and HEAD\n"),
+        ("POST", True, 405, b"this path answers GET and HEAD\n"),
     ],
 )
 def test_the_answer_is_200_while_serving_and_503_once_stopping(
     method: str, serving: bool, status: int, body: bytes
 ) -> None:
-    answer_status, headers, answer_body = health_answer(method, serving)
+    settings = wsapp.Settings(health_path="/healthz")
+    answer = plain_answer(settings, Metrics(Rooms()), "/healthz", method, serving=serving)
+    assert answer is not None
+    answer_status, headers, answer_body = answer
     assert (answer_status, answer_body) == (status, body)
     assert ("Cache-Control", "no-store") in headers  # a cached 200 would hide the drain
+
+
+def test_other_paths_are_not_answered_as_plain_http() -> None:
+    settings = wsapp.Settings(health_path="/healthz")
+    assert plain_answer(settings, Metrics(Rooms()), "/chat", "GET", serving=True) is None
 
 
 @pytest.mark.parametrize("path", ["healthz", ""])

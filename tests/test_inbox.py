@@ -12,9 +12,15 @@ import anyio
 import pytest
 
 from wsapp.inbox import Inbox
+from wsapp.metrics import Metrics
+from wsapp.rooms import Rooms
 from wsapp.transport import Message
 
 pytestmark = pytest.mark.anyio
+
+
+def new_inbox(metrics: Metrics | None = None) -> Inbox:
+    return Inbox(metrics or Metrics(Rooms()))
 
 
 class Reader:
@@ -48,7 +54,7 @@ async def reading(
 
 
 async def test_messages_come_out_in_the_order_they_went_in() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     messages: list[Message] = ["one", b"two", "three", b""]
     for message in messages:
         await inbox.put(message, 100, 1 << 20)
@@ -56,8 +62,8 @@ async def test_messages_come_out_in_the_order_they_went_in() -> None:
 
 
 async def test_a_get_waits_for_the_next_message() -> None:
-    inbox = Inbox()
-    got: list[Message] = []
+    inbox = new_inbox()
+    got: list[object] = []
     async with anyio.create_task_group() as tg:
 
         async def get_one() -> None:
@@ -71,7 +77,7 @@ async def test_a_get_waits_for_the_next_message() -> None:
 
 
 async def test_a_full_count_makes_the_reader_wait_until_a_message_is_taken() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     async with reading(inbox, ["a", "b", "c", "d"], count=2) as reader:
         assert await reader.settled() == 2
         assert await inbox.get() == "a"
@@ -81,7 +87,7 @@ async def test_a_full_count_makes_the_reader_wait_until_a_message_is_taken() -> 
 
 
 async def test_beyond_the_first_message_the_queued_size_is_bounded() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     async with reading(inbox, [b"x" * 6, b"y" * 4, b"z"], size=10) as reader:
         assert await reader.settled() == 2  # 6 + 4 = 10 fits; one byte more does not
         assert await inbox.get() == b"x" * 6
@@ -89,7 +95,7 @@ async def test_beyond_the_first_message_the_queued_size_is_bounded() -> None:
 
 
 async def test_the_first_message_always_fits_however_large() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     async with reading(inbox, [b"x" * 1000, b"y"], size=10) as reader:
         assert await reader.settled() == 1  # worst case: one message plus `size` bytes
         assert await inbox.get() == b"x" * 1000
@@ -97,7 +103,7 @@ async def test_the_first_message_always_fits_however_large() -> None:
 
 
 async def test_the_limits_of_each_put_apply_to_that_put() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     await inbox.put("a", 1, 100)
     await inbox.put("b", 2, 100)  # a limit raised since (per-connection settings) applies
     async with reading(inbox, ["c"], count=2) as reader:
@@ -106,7 +112,7 @@ async def test_the_limits_of_each_put_apply_to_that_put() -> None:
 
 
 async def test_close_lets_the_queued_messages_drain_then_ends_the_stream() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     await inbox.put("a", 10, 100)
     await inbox.put("b", 10, 100)
     inbox.close()
@@ -118,7 +124,7 @@ async def test_close_lets_the_queued_messages_drain_then_ends_the_stream() -> No
 
 
 async def test_close_wakes_a_waiting_get_with_end_of_stream() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     ended = anyio.Event()
     async with anyio.create_task_group() as tg:
 
@@ -134,7 +140,7 @@ async def test_close_wakes_a_waiting_get_with_end_of_stream() -> None:
 
 
 async def test_close_releases_a_waiting_reader_and_drops_what_it_was_putting() -> None:
-    inbox = Inbox()
+    inbox = new_inbox()
     async with reading(inbox, ["a", "b", "c"], count=1) as reader:
         assert await reader.settled() == 1
         inbox.close()
@@ -143,3 +149,13 @@ async def test_close_releases_a_waiting_reader_and_drops_what_it_was_putting() -
     assert await inbox.get() == "a"
     with pytest.raises(anyio.EndOfStream):
         await inbox.get()
+
+
+async def test_every_message_put_is_counted_with_its_payload_bytes() -> None:
+    metrics = Metrics(Rooms())
+    inbox = new_inbox(metrics)
+    messages: list[str | bytes] = ["ascii", "héllo ✓", b"\x00\x01"]
+    for message in messages:
+        await inbox.put(message, 10, 1000)
+    assert metrics.messages_received == 3
+    assert metrics.bytes_received == 5 + len("héllo ✓".encode()) + 2

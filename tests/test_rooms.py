@@ -268,6 +268,9 @@ async def test_a_member_that_stops_reading_never_slows_the_others(on_slow: str) 
                 tg.start_soon(publish)
                 assert await client(healthy, url(server, "")) == count
             growth = memory.growth
+            slow_consumers = app.metrics.snapshot().counters["slow_consumers"]
+            assert slow_consumers[on_slow] > 0  # what metrics report, by the action taken
+            assert slow_consumers["drop" if on_slow == "close" else "close"] == 0
             if on_slow == "close":
                 assert app.rooms.stats.slow_closes == 1
                 assert app.rooms.count("lobby") == 0  # it left at once, before its on_close

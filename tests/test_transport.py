@@ -19,6 +19,7 @@ import wsapp
 from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame
 from wsapp.connection import Connection
 from wsapp.inbox import Inbox
+from wsapp.metrics import Metrics
 from wsapp.protocol import PreparedMessage
 from wsapp.rooms import Rooms
 from wsapp.server.flusher import Flusher
@@ -62,7 +63,9 @@ async def accepted(
             server_end = await (acceptor(listener) if flushed else listener.accept)()
             transport = SocketTransport(wrap(server_end), settings, KEY, flusher=flusher, tasks=tg)
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
-            conn = Connection(request, settings, transport, rooms=Rooms())
+            rooms = Rooms()
+            metrics = Metrics(rooms)
+            conn = Connection(request, settings, transport, rooms=rooms, metrics=metrics)
             assert not transport.opened
             assert await transport.accept(conn)
             assert transport.opened
@@ -70,7 +73,7 @@ async def accepted(
             head = await peer.read_until(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
             assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
-            inbox = Inbox()
+            inbox = Inbox(metrics)
             if flusher is not None:
                 tg.start_soon(flusher.run)
             tg.start_soon(transport.run, inbox)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RedisServer, Served, run_cli, serving
+from tests.helpers import RedisServer, Served, poll_until, run_cli, serving
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame
+from tests.test_metrics import Samples, scrape, value
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(40)]
 
@@ -84,6 +85,27 @@ async def test_rooms_span_the_workers_through_redis() -> None:
         async with workers("examples.chat_rooms:app", "--broker", redis.url) as served:
             await everyone_hears_everyone(served)
         assert not any("hub" in line for line in served.stderr)
+
+
+async def test_metrics_are_summed_over_the_workers_whichever_is_scraped() -> None:
+    async with workers("examples.chat_rooms:app", "--metrics-path", "/metrics") as served:
+        await everyone_hears_everyone(served)
+        samples: Samples = {}
+
+        async def all_counted() -> bool:  # each worker shares its figures every second
+            nonlocal samples
+            samples = await scrape(port_of(served))
+            closed = value(samples, "wsapp_connections_closed_total", code="1000")
+            return value(samples, "wsapp_processes") == 2 and closed == 12
+
+        await poll_until(all_counted, within=10)
+    assert value(samples, "wsapp_connections_opened_total") == 12
+    assert value(samples, "wsapp_connections_open") == 0
+    assert value(samples, "wsapp_messages_received_total") == 2  # "first" and "second"
+    # Every room message came through the supervisor's hub, and its lag was measured.
+    relayed = value(samples, "wsapp_room_messages_received_total")
+    assert relayed >= 2 * 2  # both messages reached both workers (and so did the joins)
+    assert value(samples, "wsapp_broker_lag_seconds_count") == relayed
 
 
 async def test_the_portable_path_shares_one_listening_socket() -> None:

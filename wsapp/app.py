@@ -27,6 +27,7 @@ from wsapp.lifecycle import serving
 from wsapp.lifespan import Lifespan
 from wsapp.log import configure_logging, logger
 from wsapp.messages import DispatchPolicy
+from wsapp.metrics import Metrics
 from wsapp.protocol import PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
 from wsapp.rooms import Rooms, prepare
@@ -115,6 +116,8 @@ class App(CallbackDecorators):
         router: Its routes, matched in declaration order.
         hooks: Its start-up and shutdown hooks.
         rooms: Its [Rooms][wsapp.rooms.Rooms] in this process: members, counts, presence.
+        metrics: Its [Metrics][wsapp.metrics.Metrics] in this process: connections,
+            messages, refusals, errors, latency (served on `metrics_path`).
         state: A namespace for resources shared by all connections (`app.state.db = ...`),
             typically set by an `on_startup` hook.
     """
@@ -143,6 +146,7 @@ class App(CallbackDecorators):
         self.state = SimpleNamespace()
         self.hooks = Lifespan()
         self.rooms = Rooms()
+        self.metrics = Metrics(self.rooms)
         self._asgi = ASGIAdapter(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -17,11 +17,11 @@ import anyio
 from wsapp import lifecycle
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
-from wsapp.health import health_answer
 from wsapp.inbox import Inbox
 from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
+from wsapp.plainhttp import plain_answer
 from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
 from wsapp.protocol.handshake import upgrade_required
 from wsapp.request import Address, Request, client_address
@@ -162,9 +162,17 @@ class ASGIAdapter:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         path = route_path(scope)
-        if path == self.settings.health_path:
-            status, headers, body = health_answer(scope["method"], not self._shutting_down)
-            await self._respond(send, status, headers, body)
+        accept = next((v for k, v in scope["headers"] if k.lower() == b"accept"), b"")
+        plain = plain_answer(
+            self.settings,
+            self.app.metrics,
+            path,
+            scope["method"],
+            serving=not self._shutting_down,
+            accept=accept.decode("latin-1"),
+        )
+        if plain is not None:
+            await self._respond(send, *plain)
             return
         if self.app.router.resolve(path) is None:
             answer = Refusal(404, f"no WebSocket endpoint at {path}")
@@ -202,7 +210,13 @@ class ASGIAdapter:
         deadline = anyio.current_time() + settings.handshake_timeout
         with self._capacity.hold():
             await lifecycle.handle(
-                self.app, settings, self._capacity, path, build_request, transport, deadline
+                self.app,
+                settings,
+                self._capacity,
+                path,
+                build_request,
+                transport,
+                deadline,
             )
 
 
@@ -236,6 +250,10 @@ class ASGITransport:
     @property
     def opened(self) -> bool:
         return self._opened
+
+    @property
+    def unsent(self) -> int:
+        return self._pushed_bytes
 
     @property
     def _ended(self) -> bool:

@@ -18,6 +18,7 @@ import anyio
 from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
 from wsapp.log import configure_logging
+from wsapp.metrics import SnapshotFiles
 from wsapp.server.listeners import ListenError
 from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
 from wsapp.workers import Supervisor, die_with_parent
@@ -152,6 +153,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--_ready-fd", dest="ready_fd", type=int, default=None, help=argparse.SUPPRESS
     )
+    parser.add_argument("--_metrics-dir", dest="metrics_dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--backend",
         type=_one_of("asyncio", "uvloop", "trio"),
@@ -330,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if worker:
         die_with_parent()
         ready = partial(_report_ready, args.ready_fd)
+        if args.metrics_dir is not None:  # whichever worker is scraped reports them all
+            app.metrics.shared = SnapshotFiles(args.metrics_dir)
     try:
         graceful = run_app(app, args.backend, ready, **options)
     except (ConfigError, ListenError) as exc:

@@ -18,6 +18,7 @@ from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
 
 if TYPE_CHECKING:
+    from wsapp.metrics import Metrics
     from wsapp.rooms import Rooms, SlowPolicy
 
 __all__ = ["Connection"]
@@ -55,6 +56,7 @@ class Connection(ObjectStream[Message]):
         inbox: Inbox | None = None,
         *,
         rooms: Rooms,
+        metrics: Metrics,
         on_slow: SlowPolicy = "close",
     ) -> None:
         # Made by the lifecycle, not by users: ``inbox`` is given in the reading form only.
@@ -70,6 +72,7 @@ class Connection(ObjectStream[Message]):
         self._transport = transport
         self._inbox = inbox
         self._rooms = rooms
+        self._metrics = metrics
         self._on_slow: SlowPolicy = on_slow
 
     def __repr__(self) -> str:
@@ -107,6 +110,7 @@ class Connection(ObjectStream[Message]):
         if not self._transport.opened:
             raise RuntimeError("cannot send before the handshake completes (after on_connect)")
         await self._transport.send(item)
+        self._metrics.message_sent(item)
 
     async def join(self, room: str, info: Any = None) -> None:
         """Join ``room``: from now on, its broadcasts reach this connection.

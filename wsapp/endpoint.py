@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
+from wsapp.metrics import Metrics
 from wsapp.request import Request
 from wsapp.transport import Message
 
@@ -119,8 +120,8 @@ class Endpoint:
         """The `on_invalid` callback as declared, or None when the policy answers."""
         return None
 
-    def bind(self, conn: Connection) -> Callbacks:
-        """The callbacks for ``conn``."""
+    def bind(self, conn: Connection, metrics: Metrics) -> Callbacks:
+        """The callbacks for ``conn`` (invalid messages are counted in ``metrics``)."""
         raise NotImplementedError
 
 
@@ -165,7 +166,7 @@ class FunctionEndpoint(Endpoint):
         declared = self.functions.get("on_invalid")
         return None if declared is None else inspect.unwrap(declared)
 
-    def bind(self, conn: Connection) -> Callbacks:
+    def bind(self, conn: Connection, metrics: Metrics) -> Callbacks:
         get = self.functions.get
         on_invalid = get("on_invalid")
         on_message = None
@@ -176,6 +177,7 @@ class FunctionEndpoint(Endpoint):
                 [functools.partial(call, conn) for call in self._handler_calls],
                 None if on_invalid is None else functools.partial(on_invalid, conn),
                 self.policy,
+                metrics,
             )
         return Callbacks(
             on_connect=functools.partial(get("on_connect", _noop), conn),
@@ -299,7 +301,7 @@ class ConnectorEndpoint(Endpoint):
     def invalid_callback(self) -> Callable[..., Any] | None:
         return self.cls.on_invalid if self.custom_invalid else None
 
-    def bind(self, conn: Connection) -> Callbacks:
+    def bind(self, conn: Connection, metrics: Metrics) -> Callbacks:
         instance = self.cls()
         instance.conn = conn
         on_message = None
@@ -310,6 +312,7 @@ class ConnectorEndpoint(Endpoint):
                 [as_async(instance.on_message)],
                 as_async(instance.on_invalid) if self.custom_invalid else None,
                 self.policy,
+                metrics,
             )
         return Callbacks(
             on_connect=as_async(instance.on_connect),

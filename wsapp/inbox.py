@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 
+from wsapp.metrics import payload_size
 from wsapp.transport import Message
+
+if TYPE_CHECKING:
+    from wsapp.metrics import Metrics
 
 __all__ = ["Inbox"]
 
@@ -16,11 +22,13 @@ class Inbox:
     socket, a slow handler slows the peer down through TCP instead of growing memory.
     Full means `count` messages, or (beyond the first message) `size` bytes, so the worst
     case is one message plus `size` bytes, not `count` times the largest message.
+    Every message is counted in ``metrics`` as it arrives (the one place all of them pass).
     """
 
-    __slots__ = ("_closed", "_items", "_readable", "_size", "_writable")
+    __slots__ = ("_closed", "_items", "_metrics", "_readable", "_size", "_writable")
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
         # A list, not a deque: it holds at most `count` messages, and an empty deque costs
         # 600 bytes on every idle connection.
         self._items: list[Message] = []
@@ -33,6 +41,9 @@ class Inbox:
         return len(self._items)
 
     async def put(self, message: Message, count: int, size: int) -> None:
+        metrics = self._metrics
+        metrics.messages_received += 1
+        metrics.bytes_received += payload_size(message)
         length = len(message)
         while (
             len(self._items) >= count or (self._items and self._size + length > size)

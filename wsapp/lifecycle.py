@@ -10,6 +10,7 @@ messages in order, errors, the close and the exactly-once `on_close`, and the lo
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -25,6 +26,7 @@ from wsapp.inbox import Inbox
 from wsapp.lifespan import Lifespan
 from wsapp.log import logger
 from wsapp.looplag import watch_loop_lag
+from wsapp.metrics import HANDLER_SAMPLING, Histogram, Metrics
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import JoinRefused, Rooms
@@ -63,6 +65,9 @@ class Servable(Protocol):
     @property
     def rooms(self) -> Rooms: ...
 
+    @property
+    def metrics(self) -> Metrics: ...
+
 
 @asynccontextmanager
 async def serving(
@@ -71,8 +76,9 @@ async def serving(
     guard: Callable[[], anyio.CancelScope] = anyio.CancelScope,
 ) -> AsyncIterator[None]:
     """What every host runs around its connections, in this order: the rooms (and their
-    broker), the start-up hooks, the background tasks and the event-loop lag watcher; and on
-    the way out those tasks cancelled, the shutdown hooks, the broker disconnected.
+    broker), the start-up hooks, the background tasks, the event-loop lag watcher and (in a
+    supervisor's worker) the metrics sharing; and on the way out those tasks cancelled, the
+    shutdown hooks, the broker disconnected.
 
     The rooms come first because a start-up hook may broadcast already. ``guard`` makes the
     scope each hook phase runs in (the built-in server cancels it on a forced shutdown).
@@ -83,7 +89,9 @@ async def serving(
         with guard():
             await app.hooks.startup()
         async with app.hooks.background(), tasks_for_block() as watchers:
-            watchers.start_soon(watch_loop_lag, settings)
+            watchers.start_soon(watch_loop_lag, settings, app.metrics.event_loop_lag)
+            if app.metrics.shared is not None and settings.metrics_path is not None:
+                watchers.start_soon(app.metrics.share)
             yield
         with guard():
             await app.hooks.shutdown()
@@ -115,16 +123,20 @@ def _client(address: Address | None) -> str:
     return f"{address.host}:{address.port}" if address else "-"
 
 
-def log_refusal(refusal: Refusal, path: str, client: Address | None) -> None:
-    """The one log line of every refused handshake: status, path, client and why."""
+def log_refusal(refusal: Refusal, path: str, client: Address | None, metrics: Metrics) -> None:
+    """The one log line of every refused handshake (status, path, client and why), and its
+    count."""
+    metrics.handshake_refused(refusal.status)
     logger.info(
         "refused %s %s client=%s: %s", refusal.status, path, _client(client), refusal.reason
     )
 
 
-async def refuse(transport: Transport, refusal: Refusal, path: str, client: Address | None) -> None:
-    """Log ``refusal`` and answer the handshake with it."""
-    log_refusal(refusal, path, client)
+async def refuse(
+    transport: Transport, refusal: Refusal, path: str, client: Address | None, metrics: Metrics
+) -> None:
+    """Log and count ``refusal``, and answer the handshake with it."""
+    log_refusal(refusal, path, client, metrics)
     await transport.refuse(refusal)
 
 
@@ -152,7 +164,9 @@ def admission_refusal(request: Request, settings: Settings, others: int) -> Refu
     return None
 
 
-async def _on_connect(endpoint: Endpoint, conn: Connection, deadline: float) -> Callbacks | Refusal:
+async def _on_connect(
+    endpoint: Endpoint, conn: Connection, deadline: float, metrics: Metrics
+) -> Callbacks | Refusal:
     """Bind the endpoint, pick the subprotocol, then run `on_connect` (which may change it),
     within ``deadline``: past it, the handshake is refused with 503.
 
@@ -163,13 +177,14 @@ async def _on_connect(endpoint: Endpoint, conn: Connection, deadline: float) -> 
     conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
     with anyio.CancelScope(deadline=deadline):
         try:
-            callbacks = endpoint.bind(conn)  # a Connector's own __init__ runs here
+            callbacks = endpoint.bind(conn, metrics)  # a Connector's own __init__ runs here
             await callbacks.on_connect(conn.request)
         except Reject as reject:
             return Refusal(
                 reject.status, "by on_connect (Reject)", reject.headers.items(), reject.body
             )
         except Exception as exc:
+            metrics.handler_errors += 1
             logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)
             body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
             return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
@@ -199,19 +214,19 @@ async def handle(
     ``deadline`` (from `handshake_timeout`) bounds `on_connect`: past it, the handshake is
     refused with 503.
     """
+    metrics = app.metrics
     resolved = app.router.resolve(path)
     endpoint, params = resolved if resolved is not None else (None, {})
     request = build_request(params)
     if endpoint is None:
-        await refuse(
-            transport, Refusal(404, f"no WebSocket endpoint at {path}"), path, request.client
-        )
+        refusal = Refusal(404, f"no WebSocket endpoint at {path}")
+        await refuse(transport, refusal, path, request.client, metrics)
         return
     denied = admission_refusal(request, settings, capacity.count - 1)
     if denied is not None:
-        await refuse(transport, denied, path, request.client)
+        await refuse(transport, denied, path, request.client, metrics)
         return
-    inbox = Inbox()
+    inbox = Inbox(metrics)
     reading = endpoint.decoder is None
     conn = Connection(
         request,
@@ -219,21 +234,27 @@ async def handle(
         transport,
         inbox if reading else None,
         rooms=app.rooms,
+        metrics=metrics,
         on_slow=endpoint.policy.on_slow,
     )
-    outcome = await _on_connect(endpoint, conn, deadline)
+    outcome = await _on_connect(endpoint, conn, deadline, metrics)
     if isinstance(outcome, Refusal):
-        await refuse(transport, outcome, path, request.client)
+        await refuse(transport, outcome, path, request.client, metrics)
         return
     if not await transport.accept(conn):
         logger.debug("client left before %s %s opened", conn.id, path)
         return
-    await _run(outcome, conn, transport, inbox, app.rooms)
+    await _run(outcome, conn, transport, inbox, app)
 
 
-async def _dispatch(callbacks: Callbacks, inbox: Inbox, conn: Connection) -> tuple[int, str]:
+async def _dispatch(
+    callbacks: Callbacks, inbox: Inbox, conn: Connection, metrics: Metrics
+) -> tuple[int, str]:
     """Run `on_open`, then `on_message` per message; the close code to use when they end."""
     on_message = callbacks.on_message
+    # Messages to let by before the first timed one: never, unless something reads them.
+    untimed = 0 if metrics.timing or conn.settings.metrics_path is not None else sys.maxsize
+    durations = metrics.handler_duration
     try:
         try:
             await callbacks.on_open()
@@ -241,12 +262,15 @@ async def _dispatch(callbacks: Callbacks, inbox: Inbox, conn: Connection) -> tup
             await _answer(conn, refused)
         if on_message is not None:
             if callbacks.concurrency == 1:
-                await _one_at_a_time(on_message, inbox, conn)
+                await _one_at_a_time(on_message, inbox, conn, durations, untimed)
             else:
-                await _concurrently(on_message, inbox, conn, callbacks.concurrency)
+                await _concurrently(
+                    on_message, inbox, conn, durations, untimed, callbacks.concurrency
+                )
     except (anyio.EndOfStream, ConnectionClosed):
         pass  # the connection ended first: not an error
     except Exception:
+        metrics.handler_errors += 1
         logger.exception("callback failed on connection %s; closing with 1011", conn.id)
         return CloseCode.INTERNAL_ERROR, "internal error"
     return CloseCode.NORMAL_CLOSURE, ""
@@ -259,12 +283,23 @@ async def _answer(conn: Connection, refused: JoinRefused) -> None:
 
 
 async def _one_at_a_time(
-    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, conn: Connection
+    on_message: Callable[[Message], Awaitable[None]],
+    inbox: Inbox,
+    conn: Connection,
+    durations: Histogram,
+    untimed: int,
 ) -> None:
-    """In order, each message after the previous one's handler returned (the default)."""
+    """In order, each message after the previous one's handler returned (the default).
+
+    One handler run in `HANDLER_SAMPLING` is observed into ``durations``, after ``untimed``
+    messages: the per-message path pays a countdown, not two clock readings.
+    """
     get = inbox.get
+    clock = time.perf_counter
     while True:
         message = await get()
+        untimed -= 1
+        started = clock() if untimed < 0 else 0.0
         # The per-message path: try costs nothing until something is raised.
         try:
             await on_message(message)
@@ -272,22 +307,35 @@ async def _one_at_a_time(
             pass  # a reply came too late; the messages still queued are handled anyway
         except JoinRefused as refused:
             await _answer(conn, refused)
+        finally:
+            if untimed < 0:
+                durations.observe(clock() - started)
+                untimed = HANDLER_SAMPLING - 1
 
 
 async def _concurrently(
-    on_message: Callable[[Message], Awaitable[None]], inbox: Inbox, conn: Connection, limit: int
+    on_message: Callable[[Message], Awaitable[None]],
+    inbox: Inbox,
+    conn: Connection,
+    durations: Histogram,
+    untimed: int,
+    limit: int,
 ) -> None:
     """``limit`` workers take messages in turn: up to that many handlers at once, and a message
     is taken only when a worker is free, so a busy connection still stops reading."""
     failure: list[Exception] = []
+    clock = time.perf_counter
 
     async def worker() -> None:
         get = inbox.get
+        countdown = untimed  # each worker samples its own share
         while True:
             try:
                 message = await get()
             except anyio.EndOfStream:
                 return
+            countdown -= 1
+            started = clock() if countdown < 0 else 0.0
             try:
                 await on_message(message)
             except ConnectionClosed:
@@ -298,6 +346,10 @@ async def _concurrently(
                 failure.append(exc)
                 tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
                 return
+            finally:
+                if countdown < 0:
+                    durations.observe(clock() - started)
+                    countdown = HANDLER_SAMPLING - 1
 
     async with anyio.create_task_group() as tg:
         for _ in range(limit):
@@ -307,7 +359,7 @@ async def _concurrently(
 
 
 async def _run(
-    callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox, rooms: Rooms
+    callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox, app: Servable
 ) -> None:
     """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
 
@@ -315,6 +367,8 @@ async def _run(
     callback works.
     """
     started = time.monotonic()
+    metrics = app.metrics
+    metrics.connection_opened(transport)
     logger.info("open %s %s client=%s", conn.id, conn.request.path, _client(conn.request.client))
     handlers = anyio.CancelScope()
 
@@ -334,12 +388,13 @@ async def _run(
             code: int = CloseCode.NORMAL_CLOSURE
             reason = ""  # kept if the callbacks are cancelled: the connection is over then
             with handlers:
-                code, reason = await _dispatch(callbacks, inbox, conn)
+                code, reason = await _dispatch(callbacks, inbox, conn, metrics)
             if handlers.cancelled_caught:
                 logger.warning("callbacks of %s still ran after close; cancelled", conn.id)
             await transport.close(code, reason)
     finally:
         closed = transport.outcome()
+        metrics.connection_closed(transport, closed.code)
         conn.close_code, conn.close_reason, conn.was_clean = (
             closed.code,
             closed.reason,
@@ -347,10 +402,11 @@ async def _run(
         )
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + conn.settings.close_timeout
-            await rooms.leave_all(conn)  # before on_close: its broadcasts must not reach conn
+            await app.rooms.leave_all(conn)  # before on_close: its broadcasts must not reach it
             try:
                 await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:
+                metrics.handler_errors += 1
                 logger.exception("on_close failed on connection %s", conn.id)
         logger.info(
             "close %s %s code=%s clean=%s duration=%.3fs",

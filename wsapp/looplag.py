@@ -13,6 +13,7 @@ from __future__ import annotations
 import anyio
 
 from wsapp.log import RateLimitedLog
+from wsapp.metrics import Histogram
 from wsapp.settings import Settings
 
 __all__ = ["TICK", "watch_loop_lag"]
@@ -24,14 +25,16 @@ TICK = 0.25
 DOCS = "docs/lifecycle.md, 'Keepalive and blocking the loop'"
 
 
-async def watch_loop_lag(settings: Settings) -> None:
-    """Warn whenever the loop wakes the watcher `loop_lag_warning` seconds or more late
-    (read live; `None` stops the warnings). Runs until cancelled."""
+async def watch_loop_lag(settings: Settings, lags: Histogram) -> None:
+    """Observe every wake-up's lag into ``lags``, and warn whenever the loop wakes the
+    watcher `loop_lag_warning` seconds or more late (read live; `None` stops the warnings).
+    Runs until cancelled."""
     log = RateLimitedLog()
     while True:
         asleep = anyio.current_time()
         await anyio.sleep(TICK)
-        lag = anyio.current_time() - asleep - TICK
+        lag = max(0.0, anyio.current_time() - asleep - TICK)
+        lags.observe(lag)
         threshold = settings.loop_lag_warning
         if threshold is not None and lag >= threshold:
             log.warning(

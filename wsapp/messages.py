@@ -26,6 +26,7 @@ from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.connection import Connection
+    from wsapp.metrics import Metrics
 
 __all__ = [
     "DispatchPolicy",
@@ -319,6 +320,7 @@ def message_callback(
     calls: Sequence[Callable[[Any], Awaitable[Any]]],
     on_invalid: Callable[[InvalidMessage], Awaitable[Any]] | None,
     policy: DispatchPolicy,
+    metrics: Metrics,
 ) -> Callable[[Message], Awaitable[None]]:
     """The `on_message` of one connection: decode, call the handler, send what it returns.
 
@@ -336,6 +338,7 @@ def message_callback(
         try:
             index, value = decode(message)
         except InvalidMessage as invalid:
+            metrics.invalid_messages += 1
             invalid_in_a_row += 1
             await _refuse(invalid, invalid_in_a_row)
             return

@@ -13,6 +13,7 @@ messages in the same order.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pydantic_core import to_json
 from wsapp.broadcast import Broker, Member, broker_for, pack, unpack
 from wsapp.exceptions import ConnectionClosed
 from wsapp.log import RateLimitedLog
+from wsapp.metrics import BUCKETS, Histogram
 from wsapp.protocol import CloseCode, PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
 from wsapp.routing import Route
@@ -77,15 +79,20 @@ class RoomStats:
         received: Room messages delivered here (from this process or, through a broker,
             from others).
         deliveries: Frames queued for members.
+        delivered_bytes: Their payload bytes.
         dropped: Messages skipped for a slow member (`on_slow="drop"`).
         slow_closes: Members closed for being too slow (`on_slow="close"`).
+        broker_lag: Seconds from the publish to the delivery here, of the room messages that
+            came through a broker.
     """
 
     broadcasts: int = 0
     received: int = 0
     deliveries: int = 0
+    delivered_bytes: int = 0
     dropped: int = 0
     slow_closes: int = 0
+    broker_lag: Histogram = field(default_factory=lambda: Histogram(BUCKETS["broker_lag_seconds"]))
 
 
 @dataclass(eq=False, slots=True)
@@ -257,9 +264,11 @@ class Rooms:
 
     def deliver(self, room: str, envelope: bytes) -> None:
         """A room message from the broker: hand it to this process's members."""
-        self.stats.received += 1
-        prepared, exclude = unpack(envelope)
-        self._fan_out(room, prepared, exclude)
+        stats = self.stats
+        stats.received += 1
+        unpacked = unpack(envelope)
+        stats.broker_lag.observe(max(0.0, time.time() - unpacked.published))
+        self._fan_out(room, unpacked.message, unpacked.exclude)
 
     def _fan_out(self, room: str, prepared: PreparedMessage, exclude: str | None) -> None:
         members = self._rooms.get(room)
@@ -279,6 +288,7 @@ class Rooms:
             except ConnectionClosed:
                 pass  # it is closing: it leaves its rooms before its on_close
         self.stats.deliveries += queued
+        self.stats.delivered_bytes += queued * len(prepared.payload)
         for member in slow:
             self._too_slow(member, room)
 

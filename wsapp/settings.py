@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -192,6 +193,12 @@ class Settings(BaseSettings):
     HTTP request gets 426 on an endpoint's path and 404 elsewhere. A WebSocket handshake on
     the same path still goes to its endpoint."""
 
+    metrics_path: str | None = None
+    """A path answered over plain HTTP (GET or HEAD) with the Prometheus metrics of the
+    server, summed over the workers with `--workers` (needs `pip install 'wsapp[metrics]'`;
+    see the metrics guide). `None` (the default): no such path, and `on_message` is not
+    timed. A WebSocket handshake on the same path still goes to its endpoint."""
+
     drain_delay: float = Field(default=0.0, ge=0)
     """Seconds a graceful shutdown keeps serving, the health path answering 503, before it
     closes the listeners and the connections: time for a load balancer that probes the
@@ -260,12 +267,32 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("health_path")
+    @field_validator("health_path", "metrics_path")
     @classmethod
-    def _check_health_path(cls, value: str | None) -> str | None:
+    def _check_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not value.startswith("/"):
-            raise ValueError(f"{value!r} is not a path: it must start with '/', like '/healthz'")
+            example = "/healthz" if info.field_name == "health_path" else "/metrics"
+            raise ValueError(f"{value!r} is not a path: it must start with '/', like {example!r}")
         return value
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _check_metrics_library(cls, value: str | None) -> str | None:
+        if value is not None and importlib.util.find_spec("prometheus_client") is None:
+            raise ValueError(
+                "serving metrics needs prometheus_client, which is not installed: "
+                "pip install 'wsapp[metrics]'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_paths_differ(self) -> Settings:
+        if self.metrics_path is not None and self.metrics_path == self.health_path:
+            raise ValueError(
+                f"health_path and metrics_path are both {self.metrics_path!r}: "
+                "give each its own path"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -84,6 +84,11 @@ class Transport(Protocol):
         """True once `accept` has answered the handshake."""
         ...
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer and not yet handed to the network (or to the host)."""
+        ...
+
     async def refuse(self, refusal: Refusal) -> None:
         """Answer the handshake with ``refusal``'s HTTP response (or the host's nearest form)."""
         ...

@@ -107,6 +107,8 @@ class Supervisor:
             except OSError as exc:
                 logger.error("cannot listen on %s: %s", self._address(), exc.strerror or exc)
                 return 2
+            # The workers' metrics snapshots, summed by whichever worker is scraped.
+            self._extra += ["--_metrics-dir", directory]
             async with anyio.create_task_group() as tg:
                 if not self.broker:
                     hub_path = os.path.join(directory, "hub.sock")

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
@@ -222,6 +223,37 @@ async def test_the_health_path_answers_200_ok_on_the_http_scope(host: Host) -> N
         b"ok\n",
     )
     assert other.status == 426  # the app's fallback endpoint serves every other path
+
+
+async def test_the_metrics_path_counts_the_traffic_under_the_host(host: Host) -> None:
+    app = wsapp.App(metrics_path="/metrics")
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
+        await conn.send(message)
+
+    async def talk(address: str) -> None:
+        async with connect(address) as ws:
+            for text in ("one", "two", "three"):
+                await ws.send(text)
+                await ws.recv()
+
+    async with host.serve(app) as served:
+        await client(talk, served.url())
+        scraped = await http_get(served, "/metrics")
+    assert scraped.status == 200
+    assert scraped.headers.get("Content-Type", "").startswith("text/plain; version=0.0.4")
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scraped.body.decode())
+        for sample in family.samples
+        if not sample.labels
+    }
+    assert samples["wsapp_connections_opened_total"] == 1
+    assert samples["wsapp_messages_received_total"] == 3
+    assert samples["wsapp_messages_sent_total"] == 3
+    assert samples["wsapp_received_bytes_total"] == len("onetwothree")
+    assert samples["wsapp_handler_duration_seconds_count"] == 1  # its first message
 
 
 async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:

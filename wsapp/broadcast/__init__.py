@@ -10,12 +10,15 @@ A broker is one of a family of interchangeable implementations behind the [Broke
   per room) and Redis keys for presence.
 
 A room message crosses the broker as an *envelope*: the already-encoded payload and a small
-header, so a receiving process hands the same bytes to its members without decoding or
-re-encoding them.
+header (opcode, the excluded connection, the publish time), so a receiving process hands the
+same bytes to its members without decoding or re-encoding them, and knows how long the
+message spent in the broker.
 """
 
 from __future__ import annotations
 
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from wsapp.protocol import PreparedMessage
 
-__all__ = ["Broker", "Deliver", "Member", "broker_for", "pack", "unpack"]
+__all__ = ["Broker", "Deliver", "Envelope", "Member", "broker_for", "pack", "unpack"]
 
 #: What a broker calls for each room message it receives: ``deliver(room, envelope)``.
 Deliver = Callable[[str, bytes], None]
@@ -43,17 +46,39 @@ class Member:
     info: Any = None
 
 
+#: Opcode, length of the excluded id, publish time (seconds since the epoch).
+_HEAD = struct.Struct("!BBd")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A room message as it comes out of the broker.
+
+    Attributes:
+        message: The message, encoded once for every member.
+        exclude: The id of the connection it must not reach, if any.
+        published: When it was published (`time.time()` of the publishing process: a lag
+            measured across hosts is only as good as their clocks' agreement).
+    """
+
+    message: PreparedMessage
+    exclude: str | None
+    published: float
+
+
 def pack(prepared: PreparedMessage, exclude: str | None) -> bytes:
-    """The envelope of a room message: opcode, the excluded connection's id, the payload."""
+    """The envelope of a room message: opcode, the excluded connection's id, the publish
+    time, the payload."""
     skipped = (exclude or "").encode("ascii")
-    return bytes((prepared.opcode, len(skipped))) + skipped + prepared.payload
+    return _HEAD.pack(prepared.opcode, len(skipped), time.time()) + skipped + prepared.payload
 
 
-def unpack(envelope: bytes) -> tuple[PreparedMessage, str | None]:
-    """The message and the excluded connection's id of an envelope."""
-    opcode, length = envelope[0], envelope[1]
-    exclude = envelope[2 : 2 + length].decode("ascii") or None
-    return PreparedMessage(opcode, envelope[2 + length :]), exclude
+def unpack(envelope: bytes) -> Envelope:
+    """What an envelope carries."""
+    opcode, length, published = _HEAD.unpack_from(envelope)
+    start = _HEAD.size + length
+    exclude = envelope[_HEAD.size : start].decode("ascii") or None
+    return Envelope(PreparedMessage(opcode, envelope[start:]), exclude, published)
 
 
 class Broker:

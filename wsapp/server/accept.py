@@ -18,9 +18,9 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from wsapp import lifecycle
-from wsapp.health import health_answer
 from wsapp.lifecycle import Capacity, Servable
 from wsapp.log import logger
+from wsapp.plainhttp import PlainAnswer, plain_answer
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.protocol.handshake import (
     RequestHead,
@@ -191,13 +191,15 @@ class StreamHandler:
         stream, head, trailing = received
         try:
             path, raw_path, query = Request.split_target(head.target)
-            health = path == settings.health_path and not is_websocket_upgrade(head.headers)
-            key = "" if health else websocket_key(head)
+            upgrade = is_websocket_upgrade(head.headers)
+            answer = None if upgrade else self._plain_answer(path, head)
+            key = "" if answer is not None else websocket_key(head)
         except Refusal as refusal:
             await self._refuse(stream, refusal, head.target.partition("?")[0])
             return
-        if health:
-            await self._answer_health(stream, head.method)
+        if answer is not None:
+            with anyio.fail_after(settings.write_timeout):
+                await stream.send(http_response(*answer))
             return
         transport = SocketTransport(
             stream, settings, key, trailing, self._flusher, self._keepalive, self._shared
@@ -219,16 +221,27 @@ class StreamHandler:
             )
 
         await lifecycle.handle(
-            self.app, settings, self.capacity, path, build_request, transport, deadline
+            self.app,
+            settings,
+            self.capacity,
+            path,
+            build_request,
+            transport,
+            deadline,
         )
 
-    async def _answer_health(self, stream: ByteStream, method: str) -> None:
-        serving = not (self._draining or self._stopping)
-        status, headers, body = health_answer(method, serving)
-        with anyio.fail_after(self.settings.write_timeout):
-            await stream.send(http_response(status, headers, body))
+    def _plain_answer(self, path: str, head: RequestHead) -> PlainAnswer | None:
+        """The answer to a plain HTTP request on the health or metrics path, if it is one."""
+        return plain_answer(
+            self.settings,
+            self.app.metrics,
+            path,
+            head.method,
+            serving=not (self._draining or self._stopping),
+            accept=head.headers.get("accept", ""),
+        )
 
     async def _refuse(self, stream: ByteStream, refusal: Refusal, path: str) -> None:
         """Refuse a request too malformed to make a transport of."""
-        lifecycle.log_refusal(refusal, path, _peer_address(stream))
+        lifecycle.log_refusal(refusal, path, _peer_address(stream), self.app.metrics)
         await SocketTransport(stream, self.settings, "").refuse(refusal)

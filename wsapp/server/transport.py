@@ -110,6 +110,10 @@ class SocketTransport:
     def opened(self) -> bool:
         return self._session is not None
 
+    @property
+    def unsent(self) -> int:
+        return len(self._out) + self._in_flight
+
     async def _write_handshake(self, data: bytes) -> None:
         with anyio.fail_after(self._settings.write_timeout):
             await self._stream.send(data)
@@ -198,7 +202,7 @@ class SocketTransport:
         if session.close_sent or self._record.lost:
             raise self._record.error()
         frame = session.prepared_frame(message)
-        if len(self._out) + self._in_flight + len(frame) > limit:
+        if self.unsent + len(frame) > limit:
             return False
         self._push(frame)
         return True
