@@ -13,7 +13,9 @@ import pytest
 
 from wsapp.inbox import Inbox
 from wsapp.metrics import Metrics
+from wsapp.ratelimit import MessageLimiter, RateLimited
 from wsapp.rooms import Rooms
+from wsapp.settings import Settings
 from wsapp.transport import Message
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +161,16 @@ async def test_every_message_put_is_counted_with_its_payload_bytes() -> None:
         await inbox.put(message, 10, 1000)
     assert metrics.messages_received == 3
     assert metrics.bytes_received == 5 + len("héllo ✓".encode()) + 2
+
+
+async def test_messages_over_a_rate_limit_are_replaced_by_one_marker_per_run() -> None:
+    settings = Settings(rate_limit_messages=1e-6, rate_limit_message_burst=1)
+    metrics = Metrics(Rooms())
+    inbox = Inbox(metrics, MessageLimiter(settings, "drop"))
+    for message in ["kept", "over", "over too"]:
+        await inbox.put(message, 10, 1000)
+    assert await inbox.get() == "kept"
+    limited = await inbox.get()
+    assert isinstance(limited, RateLimited)
+    assert (limited.policy, limited.dropped, len(inbox)) == ("drop", 2, 0)
+    assert metrics.rate_limited == 2

@@ -102,6 +102,9 @@ class App(CallbackDecorators):
         on_slow: What a broadcast does to a member that cannot keep up (more than its
             `outbound_budget` unsent): `"close"` it with 1008, or `"drop"` the message for
             it. See "Rooms and broadcasting".
+        on_rate_limit: What a message over a rate limit does (`rate_limit_messages`,
+            `rate_limit_bytes`): `"close"` the connection with 1008, or `"drop"` it and
+            answer with an error reply. See "Security and rate limits".
         **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
 
     The decorators `on_connect`, `on_open`, `on_message`, `on_invalid` and `on_close`
@@ -130,6 +133,7 @@ class App(CallbackDecorators):
         on_invalid: Literal["reply", "close"] = "reply",
         binary_json: bool = False,
         on_slow: Literal["close", "drop"] = "close",
+        on_rate_limit: Literal["close", "drop"] = "close",
         **overrides: Any,
     ) -> None:
         base = settings if settings is not None else Settings()
@@ -140,7 +144,7 @@ class App(CallbackDecorators):
         values = {**base.model_dump(exclude_unset=True), **overrides}
         self.settings = Settings(**values)
         self._default = FunctionEndpoint(
-            DispatchPolicy(concurrency, on_invalid, binary_json, on_slow)
+            DispatchPolicy(concurrency, on_invalid, binary_json, on_slow, on_rate_limit)
         )
         self.router = Router()
         self.state = SimpleNamespace()
@@ -208,6 +212,7 @@ class App(CallbackDecorators):
         on_invalid: Literal["reply", "close"] = "reply",
         binary_json: bool = False,
         on_slow: Literal["close", "drop"] = "close",
+        on_rate_limit: Literal["close", "drop"] = "close",
     ) -> RouteHandlers:
         """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with its own handlers.
 
@@ -219,9 +224,8 @@ class App(CallbackDecorators):
         `uuid`, `path`) and available as `conn.request.path_params`. The keyword arguments
         are this route's dispatch policy, as for `App`.
         """
-        return RouteHandlers(
-            self.router, pattern, DispatchPolicy(concurrency, on_invalid, binary_json, on_slow)
-        )
+        policy = DispatchPolicy(concurrency, on_invalid, binary_json, on_slow, on_rate_limit)
+        return RouteHandlers(self.router, pattern, policy)
 
     async def broadcast(
         self,

@@ -24,6 +24,7 @@ from wsapp.log import logger
 from wsapp.plainhttp import plain_answer
 from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
 from wsapp.protocol.handshake import upgrade_required
+from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.settings import ConfigError, Settings, resolve_settings
 from wsapp.transport import Closed, CloseRecord, Message
@@ -120,6 +121,7 @@ class ASGIAdapter:
         self.app = app
         self._settings: Settings | None = None
         self._capacity = Capacity()
+        self._handshakes = HandshakeLimiter()
         self._warned = False  # about hooks that never ran, once
         self._shutting_down = False  # the host sent lifespan.shutdown
 
@@ -213,6 +215,7 @@ class ASGIAdapter:
                 self.app,
                 settings,
                 self._capacity,
+                self._handshakes,
                 path,
                 build_request,
                 transport,

@@ -13,6 +13,7 @@ from pydantic_core import to_json
 from wsapp.datastructures import MutableHeaders
 from wsapp.inbox import Inbox
 from wsapp.protocol import is_sendable
+from wsapp.ratelimit import RateLimited, enforce
 from wsapp.request import Request
 from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
@@ -142,7 +143,11 @@ class Connection(ObjectStream[Message]):
                 "this endpoint declares on_message, which receives every message; "
                 "remove on_message to read with receive() or `async for`"
             )
-        return await self._inbox.get()
+        while True:
+            message = await self._inbox.get()
+            if not isinstance(message, RateLimited):
+                return message
+            await enforce(self, message)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; returns once the close frame is on its way.

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from wsapp.metrics import payload_size
+from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.metrics import Metrics
+    from wsapp.ratelimit import MessageLimiter
 
 __all__ = ["Inbox"]
 
@@ -22,16 +24,19 @@ class Inbox:
     socket, a slow handler slows the peer down through TCP instead of growing memory.
     Full means `count` messages, or (beyond the first message) `size` bytes, so the worst
     case is one message plus `size` bytes, not `count` times the largest message.
-    Every message is counted in ``metrics`` as it arrives (the one place all of them pass).
+    Every message is counted in ``metrics`` as it arrives (the one place all of them pass),
+    and judged by the ``limiter``: one over a rate limit is not queued, and takes no turn
+    to wait; a [RateLimited][wsapp.ratelimit.RateLimited] takes its place instead.
     """
 
-    __slots__ = ("_closed", "_items", "_metrics", "_readable", "_size", "_writable")
+    __slots__ = ("_closed", "_items", "_limiter", "_metrics", "_readable", "_size", "_writable")
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, limiter: MessageLimiter | None = None) -> None:
         self._metrics = metrics
+        self._limiter = limiter
         # A list, not a deque: it holds at most `count` messages, and an empty deque costs
         # 600 bytes on every idle connection.
-        self._items: list[Message] = []
+        self._items: list[Message | RateLimited] = []
         self._size = 0  # len() of the queued messages (characters for text)
         self._closed = False
         self._readable: anyio.Event | None = None
@@ -43,7 +48,14 @@ class Inbox:
     async def put(self, message: Message, count: int, size: int) -> None:
         metrics = self._metrics
         metrics.messages_received += 1
-        metrics.bytes_received += payload_size(message)
+        payload = payload_size(message)
+        metrics.bytes_received += payload
+        if self._limiter is not None:
+            limited = self._limiter.judge(payload)
+            if limited is not None:
+                metrics.rate_limited += 1
+                self._turn_away(limited)
+                return
         length = len(message)
         while (
             len(self._items) >= count or (self._items and self._size + length > size)
@@ -55,11 +67,25 @@ class Inbox:
             return
         self._items.append(message)
         self._size += length
+        self._wake_reader()
+
+    def _turn_away(self, limited: RateLimited) -> None:
+        """Queue ``limited`` in the place of a message, or count it in the one just queued."""
+        items = self._items
+        last = items[-1] if items else None
+        if isinstance(last, RateLimited) and last.limit == limited.limit:
+            last.dropped += 1
+            last.retry_after = limited.retry_after
+        elif not self._closed:
+            items.append(limited)
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
         if self._readable is not None:
             self._readable.set()
             self._readable = None
 
-    async def get(self) -> Message:
+    async def get(self) -> Message | RateLimited:
         while not self._items:
             if self._closed:
                 raise anyio.EndOfStream

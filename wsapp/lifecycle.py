@@ -28,6 +28,7 @@ from wsapp.log import logger
 from wsapp.looplag import watch_loop_lag
 from wsapp.metrics import HANDLER_SAMPLING, Histogram, Metrics
 from wsapp.protocol import CloseCode, Refusal
+from wsapp.ratelimit import HandshakeLimiter, MessageLimiter, RateLimited, enforce
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import JoinRefused, Rooms
 from wsapp.routing import Router
@@ -140,11 +141,18 @@ async def refuse(
     await transport.refuse(refusal)
 
 
-def admission_refusal(request: Request, settings: Settings, others: int) -> Refusal | None:
+def admission_refusal(
+    request: Request, settings: Settings, others: int, handshakes: HandshakeLimiter
+) -> Refusal | None:
     """Why a routed request may not connect at all (before `on_connect` sees it), if it may not.
 
-    ``others`` is how many other connections (open or handshaking) the transport holds.
+    ``others`` is how many other connections (open or handshaking) the transport holds;
+    ``handshakes`` keeps the handshake rate of each client address.
     """
+    client = request.client
+    limited = handshakes.refusal(client.host if client else None, settings)
+    if limited is not None:
+        return limited
     if not is_origin_allowed(request, settings.allowed_origins):
         return Refusal(
             403,
@@ -202,13 +210,15 @@ async def handle(
     app: Servable,
     settings: Settings,
     capacity: Capacity,
+    handshakes: HandshakeLimiter,
     path: str,
     build_request: Callable[[Mapping[str, Any]], Request],
     transport: Transport,
     deadline: float,
 ) -> None:
     """Serve one handshake request to the end: route, admit, `on_connect`, accept or refuse,
-    then run the connection. The caller holds ``capacity`` for this connection.
+    then run the connection. The caller holds ``capacity`` for this connection, and keeps
+    the ``handshakes`` rate of its clients.
 
     ``build_request`` makes the [Request][wsapp.Request] from the route's path parameters;
     ``deadline`` (from `handshake_timeout`) bounds `on_connect`: past it, the handshake is
@@ -222,15 +232,16 @@ async def handle(
         refusal = Refusal(404, f"no WebSocket endpoint at {path}")
         await refuse(transport, refusal, path, request.client, metrics)
         return
-    denied = admission_refusal(request, settings, capacity.count - 1)
+    denied = admission_refusal(request, settings, capacity.count - 1, handshakes)
     if denied is not None:
         await refuse(transport, denied, path, request.client, metrics)
         return
-    inbox = Inbox(metrics)
+    own_settings = connection_settings(settings)
+    inbox = Inbox(metrics, MessageLimiter(own_settings, endpoint.policy.on_rate_limit))
     reading = endpoint.decoder is None
     conn = Connection(
         request,
-        connection_settings(settings),
+        own_settings,
         transport,
         inbox if reading else None,
         rooms=app.rooms,
@@ -298,6 +309,9 @@ async def _one_at_a_time(
     clock = time.perf_counter
     while True:
         message = await get()
+        if isinstance(message, RateLimited):
+            await enforce(conn, message)
+            continue
         untimed -= 1
         started = clock() if untimed < 0 else 0.0
         # The per-message path: try costs nothing until something is raised.
@@ -334,6 +348,9 @@ async def _concurrently(
                 message = await get()
             except anyio.EndOfStream:
                 return
+            if isinstance(message, RateLimited):
+                await enforce(conn, message)
+                continue
             countdown -= 1
             started = clock() if countdown < 0 else 0.0
             try:

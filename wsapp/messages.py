@@ -85,20 +85,25 @@ class DispatchPolicy:
         on_slow: What a broadcast does to a member whose unsent bytes would pass its
             `outbound_budget`: `"close"` (the default) closes it with 1008, `"drop"` skips
             the message for it.
+        on_rate_limit: What a message over a rate limit (`rate_limit_messages`,
+            `rate_limit_bytes`) does: `"close"` (the default) closes with 1008, `"drop"`
+            drops it and answers with an error reply.
     """
 
     concurrency: int = 1
     on_invalid: Literal["reply", "close"] = "reply"
     binary_json: bool = False
     on_slow: Literal["close", "drop"] = "close"
+    on_rate_limit: Literal["close", "drop"] = "close"
 
     def __post_init__(self) -> None:
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ValueError(f"concurrency must be an int of at least 1, not {self.concurrency!r}")
         if self.on_invalid not in ("reply", "close"):
             raise ValueError(f"on_invalid must be 'reply' or 'close', not {self.on_invalid!r}")
-        if self.on_slow not in ("close", "drop"):
-            raise ValueError(f"on_slow must be 'close' or 'drop', not {self.on_slow!r}")
+        for name in ("on_slow", "on_rate_limit"):
+            if getattr(self, name) not in ("close", "drop"):
+                raise ValueError(f"{name} must be 'close' or 'drop', not {getattr(self, name)!r}")
 
 
 def _name(function: Callable[..., Any]) -> str:

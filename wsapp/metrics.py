@@ -145,6 +145,8 @@ class Metrics:
         handler_errors: Callbacks that raised (`on_connect`, `on_open`, `on_message`,
             `on_close`).
         invalid_messages: Messages that did not decode into the declared models.
+        rate_limited: Messages turned away by a rate limit (`rate_limit_messages`,
+            `rate_limit_bytes`).
         handler_duration: How long `on_message` took, for one message in
             `HANDLER_SAMPLING` of each connection (timed only while `timing`).
         event_loop_lag: How late the loop woke the lag watcher, four times a second.
@@ -161,6 +163,7 @@ class Metrics:
         self.bytes_sent = 0
         self.handler_errors = 0
         self.invalid_messages = 0
+        self.rate_limited = 0
         self.handler_duration = Histogram(BUCKETS["handler_duration_seconds"])
         self.event_loop_lag = Histogram(BUCKETS["event_loop_lag_seconds"])
         self.timing = False
@@ -208,6 +211,7 @@ class Metrics:
                 "sent_bytes": {"": self.bytes_sent + stats.delivered_bytes},
                 "handler_errors": {"": self.handler_errors},
                 "invalid_messages": {"": self.invalid_messages},
+                "rate_limited_messages": {"": self.rate_limited},
                 "slow_consumers": {"close": stats.slow_closes, "drop": stats.dropped},
                 "broadcasts": {"": stats.broadcasts},
                 "room_messages_received": {"": stats.received},

@@ -50,6 +50,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "sent_bytes": ("Payload bytes of the messages sent.", None),
     "handler_errors": ("Callbacks that raised (on_connect, on_open, on_message, on_close).", None),
     "invalid_messages": ("Messages that did not decode into the declared models.", None),
+    "rate_limited_messages": ("Messages turned away by a rate limit.", None),
     "handler_duration_seconds": (
         "Time on_message took, for each connection's first message and one in 16 after it.",
         None,

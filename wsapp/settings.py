@@ -72,6 +72,10 @@ def split_list(value: Any) -> Any:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+PositiveRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A rate or a burst: a finite number above 0."""
+
+
 class Settings(BaseSettings):
     """Every tunable of wsapp, with its default and the reason for it.
 
@@ -211,6 +215,36 @@ class Settings(BaseSettings):
     running blocking code inside `async def`), naming the lag: blocks that outlast
     `pong_timeout` close connections with 1011. 1 s is far above a healthy loop's lag
     (milliseconds) and well below the keepalive timeouts; `None` turns the warning off."""
+
+    rate_limit_messages: PositiveRate | None = None
+    """Messages per second one connection may send, on average; a message over it is
+    handled by the endpoint's `on_rate_limit` policy (close with 1008, or drop it with an
+    error reply). Off by default: a fair rate depends on the app (a chat sends a message
+    now and then, a game sixty a second), and a wrong default would cut off good clients."""
+
+    rate_limit_message_burst: PositiveRate | None = None
+    """Messages a connection may send at once above `rate_limit_messages`, after a quiet
+    spell; by default one second's worth."""
+
+    rate_limit_bytes: PositiveRate | None = None
+    """Payload bytes per second one connection may send, on average (UTF-8 bytes for text),
+    policed like `rate_limit_messages`. A message larger than the burst passes once the
+    allowance is full, and the connection then waits it out. Off by default."""
+
+    rate_limit_byte_burst: PositiveRate | None = None
+    """Payload bytes a connection may send at once above `rate_limit_bytes`; by default one
+    second's worth."""
+
+    rate_limit_handshakes: PositiveRate | None = None
+    """Handshakes per second one client address may make, on average; over it, 429 with
+    `Retry-After`. The address is the one `trusted_proxies` resolves (the real client behind
+    a trusted proxy, not the proxy). Off by default: many clients can share one address (a
+    company's NAT), so the right figure depends on who your clients are."""
+
+    rate_limit_handshake_burst: PositiveRate | None = None
+    """Handshakes a client address may make at once above `rate_limit_handshakes` (a page
+    opening several sockets, a reconnect storm after a restart); by default one second's
+    worth."""
 
     debug: bool = False
     """Put tracebacks in 500 responses of a failing `on_connect`. Never in production: it

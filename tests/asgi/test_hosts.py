@@ -256,6 +256,27 @@ async def test_the_metrics_path_counts_the_traffic_under_the_host(host: Host) ->
     assert samples["wsapp_handler_duration_seconds_count"] == 1  # its first message
 
 
+async def test_a_connection_over_its_message_rate_is_closed_with_1008(host: Host) -> None:
+    app = wsapp.App(rate_limit_messages=1e-6, rate_limit_message_burst=2)
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
+        await conn.send(message)
+
+    async def flood(address: str) -> tuple[list[str | bytes], int | None, str | None]:
+        async with connect(address) as ws:
+            for n in range(4):
+                await ws.send(f"m{n}")
+            echoed = [await ws.recv() for _ in range(2)]
+            await ws.wait_closed()
+            return echoed, ws.close_code, ws.close_reason
+
+    async with host.serve(app) as served:
+        echoed, code, reason = await client(flood, served.url())
+    assert echoed == ["m0", "m1"]
+    assert (code, reason) == (1008, "rate limit: more than 1e-06 messages per second")
+
+
 async def test_the_host_stops_listening_when_its_block_ends(host: Host) -> None:
     async with host.serve(echo.app) as served:
         assert (await http_get(served, "/")).status == 426  # it served

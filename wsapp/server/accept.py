@@ -29,6 +29,7 @@ from wsapp.protocol.handshake import (
     parse_request_head,
     websocket_key,
 )
+from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.server.flusher import Flusher
 from wsapp.server.keepalive import Keepalive
@@ -81,6 +82,7 @@ class StreamHandler:
         self.app = app
         self.settings = settings
         self.capacity = Capacity()
+        self._handshakes = HandshakeLimiter()
         self._flusher = Flusher()
         self._keepalive = Keepalive()
         self._shared: anyio.abc.TaskGroup | None = None  # while running
@@ -224,6 +226,7 @@ class StreamHandler:
             self.app,
             settings,
             self.capacity,
+            self._handshakes,
             path,
             build_request,
             transport,
