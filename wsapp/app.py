@@ -25,7 +25,7 @@ from wsapp.endpoint import (
 )
 from wsapp.lifecycle import serving
 from wsapp.lifespan import Lifespan
-from wsapp.log import configure_logging, logger
+from wsapp.log import LogFormat, configure_logging, logger
 from wsapp.messages import DispatchPolicy
 from wsapp.metrics import Metrics
 from wsapp.protocol import PreparedMessage
@@ -348,13 +348,15 @@ class App(CallbackDecorators):
         port: int = 8000,
         *,
         backend: Backend = "asyncio",
+        log_format: LogFormat = "text",
         **options: Any,
     ) -> None:
         """Serve in the foreground until SIGINT/SIGTERM: the blocking form of `serve`.
 
         Logs to stderr at level INFO (the serving URL, each connection's open and close), as
-        `python -m wsapp` does, unless the program configured logging itself."""
-        configure_logging()
+        `python -m wsapp` does, as text or (``log_format="json"``) JSON lines, unless the
+        program configured logging itself."""
+        configure_logging(style=log_format)
         run_app(self, backend, host=host, port=port, **options)
 
 

@@ -172,6 +172,14 @@ def build_parser() -> Parser:
         help="logging level (default info)",
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        type=_one_of("text", "json"),
+        metavar="{text,json}",
+        help="log lines as text (default) or as one JSON object per line, with the "
+        "connection id, path, client and close code as fields",
+    )
+    parser.add_argument(
         "--asyncapi",
         nargs="?",
         const="auto",
@@ -308,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "give both to serve wss://, or neither to serve ws://"
         )
     worker = args.ready_fd is not None
-    configure_logging(args.log_level, worker)
+    configure_logging(args.log_level, worker, args.log_format)
     try:
         app = load_app(args.target, args.factory)
     except UsageError as exc:

@@ -128,9 +128,21 @@ def log_refusal(refusal: Refusal, path: str, client: Address | None, metrics: Me
     """The one log line of every refused handshake (status, path, client and why), and its
     count."""
     metrics.handshake_refused(refusal.status)
+    shown = _client(client)
     logger.info(
-        "refused %s %s client=%s: %s", refusal.status, path, _client(client), refusal.reason
+        "refused %s %s client=%s: %s",
+        refusal.status,
+        path,
+        shown,
+        refusal.reason,
+        extra={"status": refusal.status, "path": path, "client": shown},
     )
+
+
+def _fields(conn: Connection, **more: Any) -> dict[str, Any]:
+    """The fields of a log line about ``conn``, for JSON logs (see `wsapp.log.FIELDS`)."""
+    client = _client(conn.request.client)
+    return {"connection": conn.id, "path": conn.request.path, "client": client, **more}
 
 
 async def refuse(
@@ -193,7 +205,9 @@ async def _on_connect(
             )
         except Exception as exc:
             metrics.handler_errors += 1
-            logger.exception("on_connect failed for %s %s", conn.id, conn.request.path)
+            logger.exception(
+                "on_connect failed for %s %s", conn.id, conn.request.path, extra=_fields(conn)
+            )
             body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
             return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
         return callbacks
@@ -202,6 +216,7 @@ async def _on_connect(
         conn.id,
         conn.request.path,
         conn.settings.handshake_timeout,
+        extra=_fields(conn),
     )
     return Refusal(503, "on_connect timed out", body=b"on_connect timed out\n")
 
@@ -282,7 +297,9 @@ async def _dispatch(
         pass  # the connection ended first: not an error
     except Exception:
         metrics.handler_errors += 1
-        logger.exception("callback failed on connection %s; closing with 1011", conn.id)
+        logger.exception(
+            "callback failed on connection %s; closing with 1011", conn.id, extra=_fields(conn)
+        )
         return CloseCode.INTERNAL_ERROR, "internal error"
     return CloseCode.NORMAL_CLOSURE, ""
 
@@ -386,7 +403,8 @@ async def _run(
     started = time.monotonic()
     metrics = app.metrics
     metrics.connection_opened(transport)
-    logger.info("open %s %s client=%s", conn.id, conn.request.path, _client(conn.request.client))
+    fields = _fields(conn)
+    logger.info("open %s %s client=%s", conn.id, conn.request.path, fields["client"], extra=fields)
     handlers = anyio.CancelScope()
 
     async def pump() -> None:
@@ -407,7 +425,9 @@ async def _run(
             with handlers:
                 code, reason = await _dispatch(callbacks, inbox, conn, metrics)
             if handlers.cancelled_caught:
-                logger.warning("callbacks of %s still ran after close; cancelled", conn.id)
+                logger.warning(
+                    "callbacks of %s still ran after close; cancelled", conn.id, extra=fields
+                )
             await transport.close(code, reason)
     finally:
         closed = transport.outcome()
@@ -424,12 +444,14 @@ async def _run(
                 await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:
                 metrics.handler_errors += 1
-                logger.exception("on_close failed on connection %s", conn.id)
+                logger.exception("on_close failed on connection %s", conn.id, extra=fields)
+        duration = round(time.monotonic() - started, 3)
         logger.info(
             "close %s %s code=%s clean=%s duration=%.3fs",
             conn.id,
             conn.request.path,
             closed.code,
             closed.was_clean,
-            time.monotonic() - started,
+            duration,
+            extra={**fields, "code": closed.code, "clean": closed.was_clean, "duration": duration},
         )

@@ -1,30 +1,65 @@
-"""The `wsapp` logger, and a log for problems that can recur many times a second."""
+"""The `wsapp` logger, its text and JSON line formats, and a log for problems that can recur
+many times a second."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-__all__ = ["RateLimitedLog", "configure_logging", "logger"]
+__all__ = ["FIELDS", "JSONFormatter", "LogFormat", "RateLimitedLog", "configure_logging", "logger"]
 
 logger = logging.getLogger("wsapp")
 
+LogFormat = Literal["text", "json"]
 
-def configure_logging(level: str = "info", worker: bool = False) -> None:
+#: What a line about one connection or handshake carries besides its text (logging's
+#: `extra`): JSON lines show each as a key of its own.
+FIELDS = ("connection", "path", "client", "status", "code", "clean", "duration")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: `time` (UTC, ISO 8601), `level`, `logger`, `message`,
+    `pid`, then whichever of `FIELDS` the line has, and `exception` with the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "info", worker: bool = False, style: LogFormat = "text") -> None:
     """Log wsapp's lines to stderr at ``level``, as `python -m wsapp` and `app.run()` do,
-    unless the program already configured logging (a handler on the root logger or on
-    `wsapp`'s): then its configuration stands, and no line is printed twice. A worker's
-    lines carry its process id."""
+    as text or (``style="json"``) one JSON object per line, unless the program already
+    configured logging (a handler on the root logger or on `wsapp`'s): then its
+    configuration stands, and no line is printed twice. A worker's text lines carry its
+    process id (JSON lines always do)."""
     if logging.getLogger().handlers or logger.handlers:
         return
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s"
-        + ("[%(process)d]" if worker else "")
-        + ": %(message)s",
-    )
+    handler = logging.StreamHandler()
+    if style == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        pid = "[%(process)d]" if worker else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 class RateLimitedLog:

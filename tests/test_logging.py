@@ -1,0 +1,79 @@
+"""Log lines: the text format the docs describe, and JSON lines with the connection's fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.helpers import client, serving
+from wsapp.log import JSONFormatter
+
+pytestmark = pytest.mark.anyio
+
+
+def test_a_json_line_has_the_fields_of_its_connection_and_its_traceback() -> None:
+    try:
+        raise RuntimeError("a bug ✗")
+    except RuntimeError:
+        failure = sys.exc_info()
+    record = logging.LogRecord("wsapp", logging.ERROR, __file__, 1, "failed %s", ("c1",), failure)
+    record.__dict__.update(connection="c1", path="/chat", client="10.0.0.7:5000", code=1011)
+    line = JSONFormatter().format(record)
+    assert "\n" not in line  # one line per record, the traceback included
+    entry = json.loads(line)
+    assert entry["time"].endswith("Z")
+    assert {key: entry[key] for key in ("level", "logger", "message", "connection", "path")} == {
+        "level": "ERROR",
+        "logger": "wsapp",
+        "message": "failed c1",
+        "connection": "c1",
+        "path": "/chat",
+    }
+    assert (entry["client"], entry["code"]) == ("10.0.0.7:5000", 1011)
+    assert "clean" not in entry  # fields a line does not have are left out
+    assert "RuntimeError: a bug ✗" in entry["exception"]
+
+
+async def talk(address: str) -> None:
+    async with connect(address + "/chat?room=1") as ws:
+        await ws.send("hello")
+        await ws.recv()
+
+
+async def test_json_logs_parse_line_by_line_and_name_the_connection() -> None:
+    ready = "wsapp serving "
+    async with serving(
+        "examples.echo:app", "--log-format", "json", ready=ready, stop=True
+    ) as served:
+        started = json.loads(next(line for line in served.stderr if ready in line))
+        address = started["message"].removeprefix(ready)
+        await client(talk, address)
+        await served.wait_for(served.stderr, '"message": "close ')
+    entries = [json.loads(line) for line in served.stderr if line]
+    assert all(entry["logger"] == "wsapp" and entry["pid"] for entry in entries)
+    opened = next(entry for entry in entries if entry["message"].startswith("open "))
+    closed = next(entry for entry in entries if entry["message"].startswith("close "))
+    assert opened["path"] == closed["path"] == "/chat"
+    assert opened["connection"] == closed["connection"]
+    assert opened["client"].startswith("127.0.0.1:")
+    assert (closed["code"], closed["clean"]) == (1000, True)
+    assert closed["duration"] >= 0
+    assert entries[-1]["message"] == "wsapp stopped"
+
+
+async def test_text_logs_keep_their_format() -> None:
+    async with serving("examples.echo:app", stop=True) as served:
+        await client(talk, served.url)
+        await served.wait_for(served.stderr, " close ")
+    closed = next(line for line in served.stderr if " close " in line)
+    # 2026-12-04 18:00:00,000 INFO wsapp: close 1a2b3c4d5e6f /chat code=1000 clean=True
+    # duration=0.004s
+    _date, _clock, level, name, verb, conn_id, path, code, clean, duration = closed.split()
+    assert (level, name, verb, path, code, clean) == (
+        "INFO", "wsapp:", "close", "/chat", "code=1000", "clean=True"
+    )  # fmt: skip
+    assert len(conn_id) == 12 and duration.startswith("duration=") and duration.endswith("s")
