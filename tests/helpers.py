@@ -217,12 +217,14 @@ async def serving(
     max_files: int | None = None,
     stop: bool = False,
     script: str | None = None,
+    port: int = 0,
 ) -> AsyncIterator[Served]:
     """Start the CLI on a free port; yields once it logs ``ready`` (by default the URL it
     serves, which becomes `url`). ``max_files`` lowers its RLIMIT_NOFILE first. The block's
     end waits for the process to exit; with ``stop`` it first sends SIGTERM (a graceful
-    shutdown) if it still runs. A ``script`` (Python source) is run instead of the CLI."""
-    command = [sys.executable, "-m", "wsapp", *args, "--port", "0"]
+    shutdown) if it still runs. A ``script`` (Python source) is run instead of the CLI.
+    ``port`` is the one to serve on (0: a free one)."""
+    command = [sys.executable, "-m", "wsapp", *args, "--port", str(port)]
     if script is not None:
         command = [sys.executable, "-c", script]
     elif max_files is not None:

@@ -10,6 +10,7 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -19,6 +20,7 @@ from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
 from wsapp.log import configure_logging
 from wsapp.metrics import SnapshotFiles
+from wsapp.reload import Reloader
 from wsapp.server.listeners import ListenError
 from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
 from wsapp.workers import Supervisor, die_with_parent
@@ -144,6 +146,19 @@ def build_parser() -> Parser:
         help="serve with N worker processes on the same port, under a supervisor that "
         "replaces a worker that dies; rooms span them (through --broker, or through the "
         "supervisor when none is set)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="for development: restart the server (closing connections with 1012) whenever a "
+        ".py file under the current directory (or --reload-dir) changes",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a directory --reload watches instead of the current one (repeatable)",
     )
     # Set by the supervisor on the command lines of its workers; not for people.
     parser.add_argument(
@@ -306,6 +321,18 @@ def _supervise(app: App, args: argparse.Namespace, argv: list[str]) -> int:
     return anyio.run(supervisor.run)
 
 
+def _reload(args: argparse.Namespace, argv: list[str]) -> int:
+    """Serve with ``--reload``: the server in a child process, restarted on changes."""
+    if args.workers is not None:
+        _fail("--reload runs one server process; drop --workers while developing")
+    directories = [Path(directory) for directory in args.reload_dir or [os.getcwd()]]
+    for directory in directories:
+        if not directory.is_dir():
+            _fail(f"--reload-dir {str(directory)!r} is not a directory")
+    child = [argument for argument in argv if argument != "--reload"]
+    return anyio.run(Reloader([sys.executable, "-m", "wsapp", *child], directories).run)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_arguments(argv)
     if not 0 <= args.port <= 65535:
@@ -317,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     worker = args.ready_fd is not None
     configure_logging(args.log_level, worker, args.log_format)
+    if args.reload:
+        raise SystemExit(_reload(args, sys.argv[1:] if argv is None else list(argv)))
     try:
         app = load_app(args.target, args.factory)
     except UsageError as exc:

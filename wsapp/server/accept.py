@@ -39,6 +39,7 @@ from wsapp.settings import Settings
 __all__ = ["StreamHandler"]
 
 GOING_AWAY_REASON = "server shutting down"
+RESTART_REASON = "server restarting"
 
 
 async def _read_head(stream: ByteStream, limit: int) -> tuple[bytes, bytes]:
@@ -120,15 +121,21 @@ class StreamHandler:
         clients should go elsewhere while this server still serves."""
         self._draining = True
 
-    def close_all(self, task_group: anyio.abc.TaskGroup) -> int:
+    def close_all(self, task_group: anyio.abc.TaskGroup, restart: bool = False) -> int:
         """Stop taking streams, drop handshakes in progress, close open connections with 1001
-        (in ``task_group``). Returns how many connections were open."""
+        (1012 for a ``restart``: clients should reconnect), in ``task_group``. Returns how
+        many connections were open."""
         self._stopping = True
+        code, reason = (
+            (CloseCode.SERVICE_RESTART, RESTART_REASON)
+            if restart
+            else (CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+        )
         opened = 0
         for scope, transport in list(self._streams.items()):
             if transport is not None and transport.opened:
                 opened += 1
-                task_group.start_soon(transport.close, CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+                task_group.start_soon(transport.close, code, reason)
             else:
                 scope.cancel()
         return opened

@@ -32,6 +32,8 @@ class Server:
     Attributes:
         urls: One URL per listening socket, like `ws://127.0.0.1:8000`.
         forced: True if shutdown was forced (a second signal) instead of graceful.
+        restarting: True if the shutdown is a restart (`shutdown(restart=True)`, SIGHUP):
+            connections are closed with 1012 instead of 1001.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Server:
         self.settings = settings
         self.urls = urls
         self.forced = False
+        self.restarting = False
         self._listeners = listeners
         self._handler = StreamHandler(app, settings, ssl_context)
         self._stop = anyio.Event()
@@ -58,9 +61,11 @@ class Server:
         """Connections being served: handshakes in progress and open connections."""
         return self._handler.open_connections
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, restart: bool = False) -> None:
         """Start a graceful shutdown: the health path answers 503 from now on; after
-        `drain_delay`, stop accepting and close every connection with 1001."""
+        `drain_delay`, stop accepting and close every connection with 1001, or with 1012
+        (service restart, so clients reconnect) for a ``restart``."""
+        self.restarting = self.restarting or restart
         self._handler.drain()
         self._stop.set()
 
@@ -124,9 +129,10 @@ class Server:
                 accepting.cancel_scope.cancel()
             await self._close_listeners()
             connections.cancel_scope.deadline = anyio.current_time() + self.settings.close_timeout
-            opened = self._handler.close_all(connections)
+            opened = self._handler.close_all(connections, self.restarting)
             if not self.forced:
-                logger.info("shutting down: closing %d connection(s) with 1001", opened)
+                code = 1012 if self.restarting else 1001
+                logger.info("shutting down: closing %d connection(s) with %d", opened, code)
 
     async def _drain(self) -> None:
         """Keep serving for `drain_delay`, the health path answering 503, so that a load
@@ -144,15 +150,19 @@ class Server:
             await listener.aclose()
 
     async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # SIGHUP (from --reload) is a restart: the same graceful shutdown, closing with 1012.
+        restart = getattr(signal, "SIGHUP", None)
+        watched = [signal.SIGINT, signal.SIGTERM, *([restart] if restart else [])]
+        with anyio.open_signal_receiver(*watched) as signals:
             task_status.started()
             async for signum in signals:
                 if self._stop.is_set():
                     logger.warning("second %s: forcing exit", signal.Signals(signum).name)
                     self.force_shutdown()
                     return
-                logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
-                self.shutdown()
+                how = "restarting" if signum == restart else "shutting down"
+                logger.info("%s received: %s gracefully", signal.Signals(signum).name, how)
+                self.shutdown(restart=signum == restart)
 
 
 class _Ready:
