@@ -50,6 +50,17 @@ async def raw_peer(app: wsapp.App, **options: Any) -> AsyncIterator[RawClient]:
         yield raw
 
 
+def echo_app(**options: Any) -> wsapp.App:
+    """An app whose every endpoint echoes each message; ``options`` go to `App`."""
+    app = wsapp.App(**options)
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
+        await conn.send(message)
+
+    return app
+
+
 def url(server: wsapp.Server, path: str = "/") -> str:
     return server.urls[0] + path
 

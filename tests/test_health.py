@@ -9,6 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wsapp
+from tests import helpers
 from tests.helpers import client, port, url
 from tests.test_handshake import http_exchange
 from wsapp.metrics import Metrics
@@ -62,13 +63,7 @@ def test_a_drain_delay_cannot_be_negative() -> None:
 
 
 def echo_app(**settings: Any) -> wsapp.App:
-    app = wsapp.App(health_path="/healthz", **settings)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
-        await conn.send(message)
-
-    return app
+    return helpers.echo_app(health_path="/healthz", **settings)
 
 
 def get(path: str, method: str = "GET") -> bytes:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.helpers import client, poll_until, port, running, url
+from tests.helpers import client, echo_app, poll_until, port, running, url
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame, handshake
 from tests.test_handshake import http_exchange
 from wsapp.metrics import (
@@ -302,11 +302,7 @@ async def test_a_blocked_loop_shows_in_the_lag_histogram() -> None:
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 async def test_one_handler_run_in_16_is_timed(concurrency: int) -> None:
-    app = wsapp.App(metrics_path="/metrics", concurrency=concurrency)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str) -> None:
-        await conn.send(message)
+    app = echo_app(metrics_path="/metrics", concurrency=concurrency)
 
     async with running(app) as server, RawClient.connect(port(server)) as raw:
         for n in range(concurrency * HANDLER_SAMPLING + 1):
@@ -322,11 +318,7 @@ async def test_one_handler_run_in_16_is_timed(concurrency: int) -> None:
 
 
 async def test_handlers_are_not_timed_without_a_metrics_path() -> None:
-    app = wsapp.App()
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str) -> None:
-        await conn.send(message)
+    app = echo_app()
 
     async with running(app) as server, RawClient.connect(port(server)) as raw:
         assert await exchange(raw, "untimed") == b"untimed"

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 import wsapp
-from tests.helpers import client, port, running, url
+from tests.helpers import client, echo_app, port, running, url
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame, handshake
 from tests.test_handshake import http_exchange
 from wsapp.ratelimit import MAX_CLIENTS, HandshakeLimiter, TokenBucket
@@ -82,16 +82,6 @@ def test_a_rate_limit_policy_is_close_or_drop() -> None:
 
 
 # The built-in server
-
-
-def echo_app(**options: Any) -> wsapp.App:
-    app = wsapp.App(**options)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str) -> None:
-        await conn.send(message)
-
-    return app
 
 
 async def test_a_connection_over_its_message_rate_is_closed_with_1008() -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import wsapp
+from tests.helpers import echo_app, run_cli, running, serving
 from tests.helpers import port as port_of
-from tests.helpers import run_cli, running, serving
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame
 from wsapp.reload import source_files
 
@@ -100,13 +99,7 @@ async def test_a_server_that_fails_to_start_waits_for_the_fix(tmp_path: Path) ->
 
 
 async def test_a_restart_is_a_graceful_shutdown_closing_with_1012() -> None:
-    app = wsapp.App()
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str) -> None:
-        await conn.send(message)
-
-    async with running(app) as server, RawClient.connect(port_of(server)) as raw:
+    async with running(echo_app()) as server, RawClient.connect(port_of(server)) as raw:
         await raw.send(frame(OP_TEXT, b"still here"))
         assert (await raw.read_frame())[2] == b"still here"
         server.shutdown(restart=True)

@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 import wsapp
 from examples import auth, echo, room, subprotocols
 from tests.asgi.hosts import UPGRADE_REQUIRED, Host, http_get
-from tests.helpers import Trace, client, traced_app
+from tests.helpers import Trace, client, echo_app, traced_app
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.anyio
@@ -226,11 +226,7 @@ async def test_the_health_path_answers_200_ok_on_the_http_scope(host: Host) -> N
 
 
 async def test_the_metrics_path_counts_the_traffic_under_the_host(host: Host) -> None:
-    app = wsapp.App(metrics_path="/metrics")
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
-        await conn.send(message)
+    app = echo_app(metrics_path="/metrics")
 
     async def talk(address: str) -> None:
         async with connect(address) as ws:
@@ -257,11 +253,7 @@ async def test_the_metrics_path_counts_the_traffic_under_the_host(host: Host) ->
 
 
 async def test_a_connection_over_its_message_rate_is_closed_with_1008(host: Host) -> None:
-    app = wsapp.App(rate_limit_messages=1e-6, rate_limit_message_burst=2)
-
-    @app.on_message
-    async def echo(conn: wsapp.Connection, message: str | bytes) -> None:
-        await conn.send(message)
+    app = echo_app(rate_limit_messages=1e-6, rate_limit_message_burst=2)
 
     async def flood(address: str) -> tuple[list[str | bytes], int | None, str | None]:
         async with connect(address) as ws:
