@@ -1,6 +1,6 @@
-"""mkdocs hook: renders the settings reference table from wsapp.Settings itself.
+"""mkdocs hook: renders the settings reference from wsapp.Settings itself.
 
-The table is generated, not written, so a default, a reason, an environment variable or a
+The reference is generated, not written, so a default, a reason, an environment variable or a
 flag can never drift from the code.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MARKER = "<!-- settings-table -->"
+MARKER = "<!-- settings-reference -->"
 
 
 def _default(field: Any) -> str:
@@ -17,25 +17,27 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`"
 
 
-def settings_table() -> str:
+def settings_reference() -> str:
+    """One heading per setting (its anchor is its name, `settings/#max_message_size`), then
+    its default, environment variable and flag on one line, then what it does: a layout that
+    stays readable on a narrow screen, where a five-column table does not."""
     from wsapp.settings import ENV_PREFIX, Settings
 
-    rows = [
-        "| Setting | Default | Environment | Flag | What it does, and why this default |",
-        "|---|---|---|---|---|",
-    ]
+    sections = []
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            flag += f" / --no-{name.replace('_', '-')}"
+            flag += f"` / `--no-{name.replace('_', '-')}"
         doc = " ".join((field.description or "").split())
-        rows.append(
-            f"| `{name}` | {_default(field)} | `{ENV_PREFIX}{name.upper()}` | `{flag}` | {doc} |"
+        sections.append(
+            f"### `{name}` {{ #{name} }}\n\n"
+            f"Default {_default(field)} · environment `{ENV_PREFIX}{name.upper()}` · "
+            f"flag `{flag}`\n\n{doc}\n"
         )
-    return "\n".join(rows)
+    return "\n".join(sections)
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if MARKER in markdown:
-        return markdown.replace(MARKER, settings_table())
+        return markdown.replace(MARKER, settings_reference())
     return markdown
