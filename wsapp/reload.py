@@ -88,21 +88,22 @@ class Reloader:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals)
             while not self._stopping:
-                status, restarted = await self._serve_once()
+                files = source_files(self.directories)
+                status, restarted = await self._serve_once(files)
                 if not restarted and not self._stopping:
                     logger.warning(
                         "the server exited with status %s; waiting for a change to restart it",
                         status,
                     )
+                    # A change since the child started counts: it may be the fix already.
                     with anyio.CancelScope() as self._idle:
-                        await self._wait_for_change(source_files(self.directories))
+                        await self._wait_for_change(files)
             tg.cancel_scope.cancel()
         return status
 
-    async def _serve_once(self) -> tuple[int, bool]:
-        """Run one child until a source changes (then stop it) or it exits: its exit status,
-        and whether it was stopped for a change."""
-        files = source_files(self.directories)
+    async def _serve_once(self, files: dict[Path, int]) -> tuple[int, bool]:
+        """Run one child until a source changes from ``files`` (then stop it) or it exits:
+        its exit status, and whether it was stopped for a change."""
         process = await anyio.open_process(
             self.command,
             stdin=None,
