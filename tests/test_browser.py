@@ -173,6 +173,12 @@ def check_site(sync_api: Any, base: str, pages: list[str]) -> list[str]:
         for path in pages:
             page.goto(base + path)
             assert page.locator("article h1").first.inner_text()
+        page.goto(base + "/lifecycle/")
+        # The diagram was drawn (by the site's own Mermaid, into a closed shadow root: an
+        # empty placeholder has no height).
+        page.wait_for_function(
+            "document.querySelector('.mermaid').getBoundingClientRect().height > 100"
+        )
         page.goto(base + "/")
         page.keyboard.press("/")  # Material's shortcut to the search box
         page.fill("input.md-search__input", "broadcast")

@@ -9,8 +9,8 @@ from pathlib import Path
 from tests.helpers import ROOT
 
 FENCE = re.compile(r"^```(\w*)(.*)$")
-#: Blocks of these kinds show commands and output, not code to copy into a file.
-TRANSCRIPTS = {"console", "text"}
+#: Blocks of these kinds show commands and output, or draw diagrams: not code to copy.
+TRANSCRIPTS = {"console", "text", "mermaid"}
 
 
 def code_blocks(page: Path) -> list[tuple[int, str, str, str]]:
