@@ -3,7 +3,10 @@ it is a fragment, so a reader knows what runs as written."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -51,3 +54,28 @@ def test_every_included_file_exists_and_is_tested() -> None:
     for path in included:
         assert (ROOT / path).is_file(), path
         assert path.startswith("examples/"), f"{path}: examples/ is what the tests run"
+
+
+def test_the_api_reference_shows_the_public_api_with_a_type_for_every_attribute(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    page = (site / "api" / "index.html").read_text()
+    untyped = []
+    for row in re.finditer(r'<tr[^>]*class="doc-section-item"[^>]*>(.*?)</tr>', page, re.S):
+        cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(
+            r"<td[^>]*>(.*?)</td>", row[1], re.S)]  # fmt: skip
+        if len(cells) >= 3 and not cells[1]:
+            untyped.append(cells[0])
+    assert untyped == []
+    assert "model_config" not in page  # pydantic's plumbing is not the API
+    for anchor in ("wsapp.Headers.getlist", "wsapp.QueryParams.getlist", "wsapp_client"):
+        assert anchor in page

@@ -142,15 +142,15 @@ class App(CallbackDecorators):
             if name not in Settings.model_fields:
                 raise TypeError(f"App() got an {unknown_setting(name)}")
         values = {**base.model_dump(exclude_unset=True), **overrides}
-        self.settings = Settings(**values)
+        self.settings: Settings = Settings(**values)
         self._default = FunctionEndpoint(
             DispatchPolicy(concurrency, on_invalid, binary_json, on_slow, on_rate_limit)
         )
-        self.router = Router()
-        self.state = SimpleNamespace()
-        self.hooks = Lifespan()
-        self.rooms = Rooms()
-        self.metrics = Metrics(self.rooms)
+        self.router: Router = Router()
+        self.state: SimpleNamespace = SimpleNamespace()
+        self.hooks: Lifespan = Lifespan()
+        self.rooms: Rooms = Rooms()
+        self.metrics: Metrics = Metrics(self.rooms)
         self._asgi = ASGIAdapter(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

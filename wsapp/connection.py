@@ -61,14 +61,14 @@ class Connection(ObjectStream[Message]):
         on_slow: SlowPolicy = "close",
     ) -> None:
         # Made by the lifecycle, not by users: ``inbox`` is given in the reading form only.
-        self.id = uuid.uuid4().hex[:12]
-        self.request = request
-        self.settings = settings
-        self.state = SimpleNamespace()
-        self.response_headers = MutableHeaders()
+        self.id: str = uuid.uuid4().hex[:12]
+        self.request: Request = request
+        self.settings: Settings = settings
+        self.state: SimpleNamespace = SimpleNamespace()
+        self.response_headers: MutableHeaders = MutableHeaders()
         self.close_code: int | None = None
-        self.close_reason = ""
-        self.was_clean = False
+        self.close_reason: str = ""
+        self.was_clean: bool = False
         self._subprotocol: str | None = None
         self._transport = transport
         self._inbox = inbox

@@ -19,8 +19,8 @@ class ConnectionClosed(anyio.BrokenResourceError):
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"the WebSocket connection is closed (code {code}, {reason!r})")
-        self.code = code
-        self.reason = reason
+        self.code: int = code
+        self.reason: str = reason
 
 
 class WriteTimeout(ConnectionClosed, TimeoutError):

@@ -51,8 +51,8 @@ class InvalidMessage(Exception):
 
     def __init__(self, message: Message, errors: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(str(error["msg"]) for error in errors))
-        self.message = message
-        self.errors = errors
+        self.message: Message = message
+        self.errors: list[dict[str, Any]] = errors
 
     @classmethod
     def from_validation(cls, message: Message, error: ValidationError) -> InvalidMessage:

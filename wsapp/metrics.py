@@ -154,19 +154,19 @@ class Metrics:
     """
 
     def __init__(self, rooms: Rooms) -> None:
-        self.opened = 0
+        self.opened: int = 0
         self.closed: dict[int, int] = {}
         self.refused: dict[int, int] = {}
-        self.messages_received = 0
-        self.bytes_received = 0
-        self.messages_sent = 0
-        self.bytes_sent = 0
-        self.handler_errors = 0
-        self.invalid_messages = 0
-        self.rate_limited = 0
-        self.handler_duration = Histogram(BUCKETS["handler_duration_seconds"])
-        self.event_loop_lag = Histogram(BUCKETS["event_loop_lag_seconds"])
-        self.timing = False
+        self.messages_received: int = 0
+        self.bytes_received: int = 0
+        self.messages_sent: int = 0
+        self.bytes_sent: int = 0
+        self.handler_errors: int = 0
+        self.invalid_messages: int = 0
+        self.rate_limited: int = 0
+        self.handler_duration: Histogram = Histogram(BUCKETS["handler_duration_seconds"])
+        self.event_loop_lag: Histogram = Histogram(BUCKETS["event_loop_lag_seconds"])
+        self.timing: bool = False
         self.shared: SnapshotFiles | None = None  # with --workers: the others' snapshots
         self._rooms = rooms
         self._open: set[Transport] = set()  # for the gauges: how many, what they have queued

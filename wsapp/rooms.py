@@ -60,8 +60,8 @@ class JoinRefused(Exception):
 
     def __init__(self, reason: str = "refused by on_join", room: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.room = room
+        self.reason: str = reason
+        self.room: str = room
 
     def reply(self) -> str:
         """The error reply sent when this escapes `on_message`."""
@@ -132,7 +132,7 @@ class Rooms:
         self._broker: Broker = broker_for(None)
         self._task_groups: list[TaskGroup] = []  # of the runs serving the rooms
         self._slow_log = RateLimitedLog()
-        self.stats = RoomStats()
+        self.stats: RoomStats = RoomStats()
 
     # --- declaring -------------------------------------------------------------------------
 

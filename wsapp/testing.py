@@ -80,9 +80,9 @@ class HandshakeRefused(Exception):
 
     def __init__(self, status: int, headers: Headers, body: bytes) -> None:
         super().__init__(f"the handshake was refused with {status}: {body[:200]!r}")
-        self.status = status
-        self.headers = headers
-        self.body = body
+        self.status: int = status
+        self.headers: Headers = headers
+        self.body: bytes = body
 
 
 class _Pipe(anyio.abc.ByteStream):
@@ -147,9 +147,9 @@ class WebSocket:
 
     def __init__(self, stream: _Pipe, timeout: float) -> None:
         self.subprotocol: str | None = None
-        self.response_headers = Headers()
+        self.response_headers: Headers = Headers()
         self.close_code: int | None = None
-        self.close_reason = ""
+        self.close_reason: str = ""
         self._stream = stream
         self._timeout = timeout
         self._protocol = WSConnection(ConnectionType.CLIENT)

@@ -46,9 +46,9 @@ class Server:
     ) -> None:
         self.app = app
         self.settings = settings
-        self.urls = urls
-        self.forced = False
-        self.restarting = False
+        self.urls: list[str] = urls
+        self.forced: bool = False
+        self.restarting: bool = False
         self._listeners = listeners
         self._handler = StreamHandler(app, settings, ssl_context)
         self._stop = anyio.Event()
