@@ -77,3 +77,20 @@ async def test_reading_stops_at_the_limit_when_the_server_does_not_read() -> Non
         # All of it arrives (and perhaps part of the send cut short by the timeout).
         received = await read_at_least(server, sent)
         assert received == b"z" * len(received)
+
+
+async def test_many_chunks_read_in_small_pieces_come_out_whole_and_in_order() -> None:
+    pattern = bytes(range(256)) * (4 * MiB // 256)
+    async with connected() as (server, client), anyio.create_task_group() as tg:
+
+        async def write_in_pieces() -> None:
+            for start in range(0, len(pattern), 1000):
+                await client.send(pattern[start : start + 1000])
+
+        tg.start_soon(write_in_pieces)
+        received = bytearray()
+        while len(received) < len(pattern):
+            piece = await server.receive(777)  # splits chunks; many wait behind one another
+            assert len(piece) <= 777
+            received += piece
+        assert bytes(received) == pattern

@@ -32,7 +32,11 @@ class _StreamProtocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
+        # What arrived and is not read yet, oldest first: nearly always one chunk at most, so
+        # it has a slot of its own, and the queue behind it (an empty deque costs 600 bytes on
+        # every idle connection) is made only while more than one chunk waits.
+        self.first: bytes | None = None
+        self.rest: deque[bytes] | None = None
         self.buffered = 0
         self.paused_reading = False
         self.eof = False
@@ -48,7 +52,12 @@ class _StreamProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(0)
 
     def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
+        if self.first is None:  # then nothing waits behind it either
+            self.first = data
+        else:
+            if self.rest is None:
+                self.rest = deque()
+            self.rest.append(data)
         self.buffered += len(data)
         if self.buffered > READ_LIMIT and self.transport is not None:
             self.transport.pause_reading()
@@ -113,7 +122,7 @@ class ProtocolStream(SocketStream):
         # By default a whole chunk as the loop read it: splitting a large read into 64 KiB
         # pieces would copy the rest of it once per piece.
         protocol = self._protocol
-        while not protocol.chunks:
+        while protocol.first is None:
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.lost:
@@ -124,10 +133,16 @@ class ProtocolStream(SocketStream):
                 raise anyio.EndOfStream
             protocol.readable = asyncio.get_running_loop().create_future()
             await protocol.readable
-        chunk = protocol.chunks.popleft()
+        chunk = protocol.first
+        rest = protocol.rest
         if len(chunk) > max_bytes:
-            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
-            protocol.chunks.appendleft(rest)
+            chunk, protocol.first = chunk[:max_bytes], chunk[max_bytes:]
+        elif rest:
+            protocol.first = rest.popleft()
+            if not rest:
+                protocol.rest = None
+        else:
+            protocol.first = None
         protocol.buffered -= len(chunk)
         if protocol.paused_reading and protocol.buffered <= READ_LIMIT // 2:
             protocol.paused_reading = False
