@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 
 def new_inbox(metrics: Metrics | None = None) -> Inbox:
-    return Inbox(metrics or Metrics(Rooms()))
+    return Inbox(metrics or Metrics(Rooms()), MessageLimiter(Settings(), "close"))
 
 
 class Reader:

@@ -21,6 +21,7 @@ from wsapp.connection import Connection
 from wsapp.inbox import Inbox
 from wsapp.metrics import Metrics
 from wsapp.protocol import PreparedMessage
+from wsapp.ratelimit import MessageLimiter
 from wsapp.rooms import Rooms
 from wsapp.server.flusher import Flusher
 from wsapp.server.streams import acceptor
@@ -73,7 +74,7 @@ async def accepted(
             head = await peer.read_until(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
             assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
-            inbox = Inbox(metrics)
+            inbox = Inbox(metrics, MessageLimiter(settings, "close"))
             if flusher is not None:
                 tg.start_soon(flusher.run)
             tg.start_soon(transport.run, inbox)

@@ -31,7 +31,7 @@ class Inbox:
 
     __slots__ = ("_closed", "_items", "_limiter", "_metrics", "_readable", "_size", "_writable")
 
-    def __init__(self, metrics: Metrics, limiter: MessageLimiter | None = None) -> None:
+    def __init__(self, metrics: Metrics, limiter: MessageLimiter) -> None:
         self._metrics = metrics
         self._limiter = limiter
         # A list, not a deque: it holds at most `count` messages, and an empty deque costs
@@ -46,17 +46,21 @@ class Inbox:
         return len(self._items)
 
     async def put(self, message: Message, count: int, size: int) -> None:
+        # The per-message path: no call unless a message needs one (text that is not ASCII,
+        # a rate limit set).
+        length = len(message)
+        payload = length if type(message) is bytes or message.isascii() else payload_size(message)
         metrics = self._metrics
         metrics.messages_received += 1
-        payload = payload_size(message)
         metrics.bytes_received += payload
-        if self._limiter is not None:
-            limited = self._limiter.judge(payload)
+        limiter = self._limiter
+        limits = limiter.settings
+        if limits.rate_limit_messages is not None or limits.rate_limit_bytes is not None:
+            limited = limiter.judge(payload)
             if limited is not None:
                 metrics.rate_limited += 1
                 self._turn_away(limited)
                 return
-        length = len(message)
         while (
             len(self._items) >= count or (self._items and self._size + length > size)
         ) and not self._closed:
@@ -67,7 +71,10 @@ class Inbox:
             return
         self._items.append(message)
         self._size += length
-        self._wake_reader()
+        readable = self._readable
+        if readable is not None:  # written out: this is the per-message path
+            readable.set()
+            self._readable = None
 
     def _turn_away(self, limited: RateLimited) -> None:
         """Queue ``limited`` in the place of a message, or count it in the one just queued."""

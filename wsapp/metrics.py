@@ -184,10 +184,6 @@ class Metrics:
     def handshake_refused(self, status: int) -> None:
         self.refused[status] = self.refused.get(status, 0) + 1
 
-    def message_sent(self, message: Message) -> None:
-        self.messages_sent += 1
-        self.bytes_sent += payload_size(message)
-
     # --- reading ----------------------------------------------------------------------------
 
     @property

@@ -129,20 +129,20 @@ class MessageLimiter:
     """The message and byte limits of one connection, read live from its settings (a limit
     set or changed in a callback applies from the next message)."""
 
-    __slots__ = ("_bytes", "_messages", "_settings", "policy")
+    __slots__ = ("_bytes", "_messages", "policy", "settings")
 
     def __init__(self, settings: Settings, policy: RateLimitPolicy) -> None:
-        self._settings = settings
+        self.settings = settings
         self.policy: RateLimitPolicy = policy
         self._messages: TokenBucket | None = None
         self._bytes: TokenBucket | None = None
 
     def judge(self, size: int) -> RateLimited | None:
-        """None if a message of ``size`` payload bytes is within the limits; else why not."""
-        settings = self._settings
+        """None if a message of ``size`` payload bytes is within the limits; else why not.
+
+        The caller skips it while no limit is set (`settings` is public for that check)."""
+        settings = self.settings
         message_rate, byte_rate = settings.rate_limit_messages, settings.rate_limit_bytes
-        if message_rate is None and byte_rate is None:
-            return None  # the common case: two attribute reads per message
         now = time.monotonic()
         if message_rate is not None:
             burst = settings.rate_limit_message_burst
