@@ -1,13 +1,15 @@
 """Echo benchmark: wsapp's echo example against an equivalent `websockets` server.
 
     python bench/echo.py [--seconds 5] [--rounds 3] [--backend asyncio|uvloop|trio] [--asgi]
-                         [--metrics]
+                         [--metrics] [--against REV]
 
 With `--asgi`, two more contenders run under uvicorn (its websockets-sansio implementation):
 the same wsapp app as an ASGI app, and the echo endpoint as written with Starlette
 (`bench/starlette_echo.py`); their ratio is the cost of wsapp's ASGI adapter against the
 framework users run there today. With `--metrics`, one more: wsapp serving a metrics path
 (which also times every `on_message`), against wsapp without one: the cost of the metrics.
+With `--against REV`, one more: wsapp as it was at the git revision REV (served from a
+temporary worktree of it), to measure what the commits since then cost or saved.
 
 Each server runs in its own process; one load generator (this process) drives both with the
 same load: 50 connections, each keeping 10 messages of 32 bytes in flight. Rounds alternate
@@ -26,9 +28,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +151,7 @@ def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 class Contender:
     name: str
     command: list[str]
+    cwd: Path = ROOT  # `python -m` imports wsapp from here: another tree serves another wsapp
 
 
 def wsapp_command(port: int, *flags: str, app: str = "examples.echo:app") -> list[str]:
@@ -241,7 +245,7 @@ def run_rounds(
     servers = []
     try:
         for contender, port in chosen:
-            process = subprocess.Popen(contender.command, cwd=ROOT)
+            process = subprocess.Popen(contender.command, cwd=contender.cwd)
             servers.append((contender, port, process))
             wait_listening(port, process)
         for round_number in range(rounds):
@@ -302,19 +306,44 @@ def main() -> None:
     parser = load_parser(__doc__)
     parser.add_argument("--asgi", action="store_true", help="also compare under uvicorn")
     parser.add_argument("--metrics", action="store_true", help="also wsapp with a metrics path")
+    parser.add_argument("--against", metavar="REV", help="also wsapp at this git revision")
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_websockets:
         serve_websockets(args.serve_websockets, args.backend)
         return
     chosen = contenders(args.backend, args.asgi, args.metrics)
-    results = run_rounds(chosen, args.rounds, args.seconds)
+    with ExitStack() as stack:
+        if args.against:
+            tree = stack.enter_context(worktree(args.against))
+            port = free_port()
+            command = wsapp_command(port, "--backend", args.backend)
+            chosen.append((Contender(f"wsapp@{args.against}", command, tree), port))
+        results = run_rounds(chosen, args.rounds, args.seconds)
     medians = print_medians(results, args.backend)
     print_ratio(medians, "wsapp", "websockets", " (goal: at most 0.80x)")
     if args.asgi:
         print_ratio(medians, "wsapp+uvicorn", "starlette+uvicorn")
     if args.metrics:
         print_ratio(medians, "wsapp+metrics", "wsapp", " (goal: at most 1.05x)")
+    if args.against:
+        print_ratio(medians, "wsapp", f"wsapp@{args.against}")
+
+
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A temporary git worktree of ``revision``, with its C speed-up built if it can be."""
+    with tempfile.TemporaryDirectory(prefix="wsapp-at-") as parent:
+        tree = Path(parent) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(tree), revision], check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                           cwd=tree, capture_output=True, check=False)  # fmt: skip
+            yield tree
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
 
 
 if __name__ == "__main__":
