@@ -403,8 +403,15 @@ async def _run(
     started = time.monotonic()
     metrics = app.metrics
     metrics.connection_opened(transport)
-    fields = _fields(conn)
-    logger.info("open %s %s client=%s", conn.id, conn.request.path, fields["client"], extra=fields)
+    # The log fields are made per line, not kept in this frame: a dict held for the
+    # connection's lifetime would cost every open connection a few hundred bytes.
+    logger.info(
+        "open %s %s client=%s",
+        conn.id,
+        conn.request.path,
+        _client(conn.request.client),
+        extra=_fields(conn),
+    )
     handlers = anyio.CancelScope()
 
     async def pump() -> None:
@@ -426,7 +433,9 @@ async def _run(
                 code, reason = await _dispatch(callbacks, inbox, conn, metrics)
             if handlers.cancelled_caught:
                 logger.warning(
-                    "callbacks of %s still ran after close; cancelled", conn.id, extra=fields
+                    "callbacks of %s still ran after close; cancelled",
+                    conn.id,
+                    extra=_fields(conn),
                 )
             await transport.close(code, reason)
     finally:
@@ -444,7 +453,7 @@ async def _run(
                 await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:
                 metrics.handler_errors += 1
-                logger.exception("on_close failed on connection %s", conn.id, extra=fields)
+                logger.exception("on_close failed on connection %s", conn.id, extra=_fields(conn))
         duration = round(time.monotonic() - started, 3)
         logger.info(
             "close %s %s code=%s clean=%s duration=%.3fs",
@@ -453,5 +462,5 @@ async def _run(
             closed.code,
             closed.was_clean,
             duration,
-            extra={**fields, "code": closed.code, "clean": closed.was_clean, "duration": duration},
+            extra=_fields(conn, code=closed.code, clean=closed.was_clean, duration=duration),
         )

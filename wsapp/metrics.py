@@ -186,11 +186,6 @@ class Metrics:
 
     # --- reading ----------------------------------------------------------------------------
 
-    @property
-    def open_connections(self) -> int:
-        """Connections open now."""
-        return len(self._open)
-
     def snapshot(self) -> Snapshot:
         """This process's metrics now."""
         rooms = self._rooms
