@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
+from wsapp.dispatcher import Parking
 from wsapp.inbox import Inbox
 from wsapp.metrics import Metrics
 from wsapp.ratelimit import MessageLimiter, RateLimited
@@ -174,3 +175,86 @@ async def test_messages_over_a_rate_limit_are_replaced_by_one_marker_per_run() -
     assert isinstance(limited, RateLimited)
     assert (limited.policy, limited.dropped, len(inbox)) == ("drop", 2, 0)
     assert metrics.rate_limited == 2
+
+
+class Summoned:
+    """A consumer the inbox starts on demand, as a connection's callbacks' task."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.parking = Parking()
+        self.starts = 0
+        inbox.summon(self.start, self.parking)
+
+    def start(self) -> None:
+        self.starts += 1
+
+
+async def take_lingering(inbox: Inbox, taken: list[Message | RateLimited | None]) -> None:
+    """Take the next message as a lingering consumer: None if it was sent away."""
+    taken.append(await inbox.next(linger=True))
+
+
+async def test_a_consumer_that_may_not_linger_leaves_an_empty_inbox_at_once() -> None:
+    inbox = new_inbox()
+    summoned = Summoned(inbox)
+    assert await inbox.next(linger=False) is None
+    await inbox.put("a", 10, 1000)  # the consumer left: this message starts another
+    await inbox.put("b", 10, 1000)  # it has not begun yet: no third one
+    assert summoned.starts == 1
+    assert [await inbox.next(linger=False), await inbox.next(linger=False)] == ["a", "b"]
+    assert await inbox.next(linger=False) is None
+
+
+async def test_a_lingering_consumer_is_sent_away_after_a_whole_parking_period() -> None:
+    inbox = new_inbox()
+    summoned = Summoned(inbox)
+    taken: list[Message | RateLimited | None] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take_lingering, inbox, taken)
+        await anyio.wait_all_tasks_blocked()
+        summoned.parking.sweep()  # it began waiting after the last sweep: it stays
+        await anyio.wait_all_tasks_blocked()
+        assert taken == []
+        summoned.parking.sweep()  # it waited through a whole period: it goes
+    assert taken == [None]
+    await inbox.put("late", 10, 1000)
+    assert summoned.starts == 1
+
+
+async def test_a_message_arriving_before_the_sweep_keeps_the_consumer() -> None:
+    inbox = new_inbox()
+    summoned = Summoned(inbox)
+    taken: list[Message | RateLimited | None] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take_lingering, inbox, taken)
+        await anyio.wait_all_tasks_blocked()
+        summoned.parking.sweep()
+        await inbox.put("just in time", 10, 1000)
+        summoned.parking.sweep()  # it was no longer waiting: the message is taken
+    assert taken == ["just in time"]
+    assert summoned.starts == 0
+
+
+async def test_a_closed_inbox_ends_a_lingering_consumer() -> None:
+    inbox = new_inbox()
+    Summoned(inbox)
+    ended: list[str] = []
+
+    async def consume() -> None:
+        try:
+            await inbox.next(linger=True)
+        except anyio.EndOfStream:
+            ended.append("EndOfStream")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        inbox.close()
+    assert ended == ["EndOfStream"]
+
+
+async def test_an_inbox_without_summon_never_sends_its_consumer_away() -> None:
+    inbox = new_inbox()
+    with anyio.move_on_after(0.05) as waited:
+        await inbox.next(linger=False)
+    assert waited.cancelled_caught  # it waited for a message: nothing starts another

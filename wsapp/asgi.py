@@ -2,8 +2,9 @@
 
 The host (uvicorn, hypercorn, daphne, a Starlette mount) owns the socket, the WebSocket
 framing, pings and compression; wsapp builds the [Request][wsapp.Request] from the scope and
-runs exactly the accept sequence the built-in server runs ([wsapp.lifecycle.handle][]) with
-[ASGITransport][wsapp.asgi.ASGITransport] in place of the socket transport.
+runs exactly the lifecycle the built-in server runs ([wsapp.lifecycle.accept][], then
+[wsapp.lifecycle.run][]) with [ASGITransport][wsapp.asgi.ASGITransport] in place of the
+socket transport.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class ASGIAdapter:
 
         deadline = anyio.current_time() + settings.handshake_timeout
         with self._capacity.hold():
-            await lifecycle.handle(
+            accepted = await lifecycle.accept(
                 self.app,
                 settings,
                 self._capacity,
@@ -221,6 +222,10 @@ class ASGIAdapter:
                 transport,
                 deadline,
             )
+            if accepted is not None:
+                # The host owns this task, not us: the callbacks' task is this connection's.
+                async with anyio.create_task_group() as tasks:
+                    await lifecycle.run(accepted, self.app, tasks)
 
 
 class ASGITransport:
@@ -308,7 +313,7 @@ class ASGITransport:
         try:
             await self._send(event)
         except OSError:  # ASGI 2.4: sending after the client left raises an OSError
-            self._lose("connection lost while writing")
+            self.abort("connection lost while writing")
             raise self._record.error() from None
         finally:
             self._sending = False
@@ -338,7 +343,7 @@ class ASGITransport:
             checks = checks + 1 if current is not None and current == watched else 0
             watched = current
             if checks >= 2:
-                self._lose(f"write timed out after {timeout}s")
+                self.abort(f"write timed out after {timeout}s")
                 return
 
     async def _send_pushed(self) -> None:
@@ -354,7 +359,7 @@ class ASGITransport:
                 except ConnectionClosed:
                     return
 
-    def _lose(self, why: str) -> None:
+    def abort(self, why: str) -> None:
         self._record.lose(why)
         self._scope.cancel()
 

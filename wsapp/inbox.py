@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -11,6 +12,7 @@ from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 
 if TYPE_CHECKING:
+    from wsapp.dispatcher import Parking
     from wsapp.metrics import Metrics
     from wsapp.ratelimit import MessageLimiter
 
@@ -27,9 +29,24 @@ class Inbox:
     Every message is counted in ``metrics`` as it arrives (the one place all of them pass),
     and judged by the ``limiter``: one over a rate limit is not queued, and takes no turn
     to wait; a [RateLimited][wsapp.ratelimit.RateLimited] takes its place instead.
+
+    Its consumer may also leave while the inbox is empty (see `summon` and `next`); then a
+    message arriving starts another.
     """
 
-    __slots__ = ("_closed", "_items", "_limiter", "_metrics", "_readable", "_size", "_writable")
+    __slots__ = (
+        "_closed",
+        "_expired",
+        "_idle",
+        "_items",
+        "_limiter",
+        "_metrics",
+        "_parking",
+        "_readable",
+        "_size",
+        "_start_consumer",
+        "_writable",
+    )
 
     def __init__(self, metrics: Metrics, limiter: MessageLimiter) -> None:
         self._metrics = metrics
@@ -41,6 +58,10 @@ class Inbox:
         self._closed = False
         self._readable: anyio.Event | None = None
         self._writable: anyio.Event | None = None
+        self._parking: Parking | None = None  # with a consumer that leaves when idle
+        self._start_consumer: Callable[[], None] | None = None
+        self._idle = False  # the consumer left: the next message starts another
+        self._expired = False  # the parking sent the waiting consumer away
 
     def __len__(self) -> int:
         return len(self._items)
@@ -75,6 +96,8 @@ class Inbox:
         if readable is not None:  # written out: this is the per-message path
             readable.set()
             self._readable = None
+        elif self._idle:
+            self._wake_reader()
 
     def _turn_away(self, limited: RateLimited) -> None:
         """Queue ``limited`` in the place of a message, or count it in the one just queued."""
@@ -91,14 +114,53 @@ class Inbox:
         if self._readable is not None:
             self._readable.set()
             self._readable = None
+        elif self._idle and self._start_consumer is not None:
+            self._idle = False
+            self._start_consumer()
+
+    def summon(self, start_consumer: Callable[[], None], parking: Parking) -> None:
+        """Let the consumer leave when `next` finds nothing to take: then call
+        ``start_consumer`` at the next message. It waits for one at ``parking``, which
+        sends it away after a while (see [Parking][wsapp.dispatcher.Parking])."""
+        self._start_consumer = start_consumer
+        self._parking = parking
+
+    def expire(self) -> None:
+        """Send the consumer away if it is still waiting (`next` returns None)."""
+        if self._readable is not None and not self._items:
+            self._expired = True
+            self._wake_reader()
+
+    async def next(self, linger: bool) -> Message | RateLimited | None:
+        """The next message, as `get`; or None, and the consumer must leave, when there is
+        none to take and it may not wait (not ``linger``) or the parking sent it away. Only
+        an inbox told to `summon` a consumer sends one away."""
+        while not self._items:
+            parking = self._parking
+            if parking is not None and not self._closed:
+                if not linger or self._expired:
+                    self._expired = False
+                    self._idle = True
+                    return None
+                parking.park(self)
+            await self._wait()
+        return self._take()
 
     async def get(self) -> Message | RateLimited:
+        """The next message, waiting for one as long as it takes; EndOfStream once the
+        inbox is closed and empty."""
         while not self._items:
-            if self._closed:
-                raise anyio.EndOfStream
-            if self._readable is None:
-                self._readable = anyio.Event()
-            await self._readable.wait()
+            await self._wait()
+        return self._take()
+
+    async def _wait(self) -> None:
+        if self._closed:
+            raise anyio.EndOfStream
+        if self._readable is None:
+            self._readable = anyio.Event()
+        await self._readable.wait()
+
+    def _take(self) -> Message | RateLimited:
         message = self._items.pop(0)
         self._size -= len(message)
         if self._writable is not None:
@@ -109,6 +171,9 @@ class Inbox:
     def close(self) -> None:
         """No more messages will arrive; readers drain what is queued, then get EndOfStream."""
         self._closed = True
+        self._start_consumer = None  # nothing to start, and no reference cycle to collect
+        if self._parking is not None:
+            self._parking.discard(self)
         for event in (self._readable, self._writable):
             if event is not None:
                 event.set()

@@ -3,46 +3,50 @@
 A transport (the built-in server, the ASGI adapter; the test client uses the built-in
 server's) reads the handshake request and hands it here with a
 [Transport][wsapp.transport.Transport].
-Everything callbacks can observe happens in this module, once: routing, admission (origin,
-capacity), `on_connect` under `handshake_timeout`, the accept or the refusal, `on_open`,
-messages in order, errors, the close and the exactly-once `on_close`, and the log lines.
+Everything callbacks can observe happens here, once: routing, admission (origin, capacity),
+`on_connect` under `handshake_timeout`, the accept or the refusal (`accept`); then `on_open`,
+messages in order and errors (run by a [Dispatcher][wsapp.dispatcher.Dispatcher]), the
+close and the exactly-once `on_close`, and the log lines (`run`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from wsapp.connection import Connection
+from wsapp.dispatcher import Dispatcher, Parking
 from wsapp.endpoint import Callbacks, Endpoint
-from wsapp.exceptions import ConnectionClosed, Reject
+from wsapp.exceptions import Reject
 from wsapp.inbox import Inbox
 from wsapp.lifespan import Lifespan
-from wsapp.log import logger
+from wsapp.log import client_text, connection_fields, logger
 from wsapp.looplag import watch_loop_lag
-from wsapp.metrics import HANDLER_SAMPLING, Histogram, Metrics
-from wsapp.protocol import CloseCode, Refusal
-from wsapp.ratelimit import HandshakeLimiter, MessageLimiter, RateLimited, enforce
+from wsapp.metrics import Metrics
+from wsapp.protocol import Refusal
+from wsapp.ratelimit import HandshakeLimiter, MessageLimiter
 from wsapp.request import Address, Request, is_origin_allowed
-from wsapp.rooms import JoinRefused, Rooms
+from wsapp.rooms import Rooms
 from wsapp.routing import Router
 from wsapp.settings import Settings, connection_settings
 from wsapp.tasks import tasks_for_block
-from wsapp.transport import Message, Transport
+from wsapp.transport import Transport
 
 __all__ = [
+    "Accepted",
     "Capacity",
     "Servable",
+    "accept",
     "admission_refusal",
-    "handle",
     "log_refusal",
     "refuse",
+    "run",
     "serving",
 ]
 
@@ -120,15 +124,11 @@ class Capacity:
             self.count -= 1
 
 
-def _client(address: Address | None) -> str:
-    return f"{address.host}:{address.port}" if address else "-"
-
-
 def log_refusal(refusal: Refusal, path: str, client: Address | None, metrics: Metrics) -> None:
     """The one log line of every refused handshake (status, path, client and why), and its
     count."""
     metrics.handshake_refused(refusal.status)
-    shown = _client(client)
+    shown = client_text(client)
     logger.info(
         "refused %s %s client=%s: %s",
         refusal.status,
@@ -137,12 +137,6 @@ def log_refusal(refusal: Refusal, path: str, client: Address | None, metrics: Me
         refusal.reason,
         extra={"status": refusal.status, "path": path, "client": shown},
     )
-
-
-def _fields(conn: Connection, **more: Any) -> dict[str, Any]:
-    """The fields of a log line about ``conn``, for JSON logs (see `wsapp.log.FIELDS`)."""
-    client = _client(conn.request.client)
-    return {"connection": conn.id, "path": conn.request.path, "client": client, **more}
 
 
 async def refuse(
@@ -206,7 +200,10 @@ async def _on_connect(
         except Exception as exc:
             metrics.handler_errors += 1
             logger.exception(
-                "on_connect failed for %s %s", conn.id, conn.request.path, extra=_fields(conn)
+                "on_connect failed for %s %s",
+                conn.id,
+                conn.request.path,
+                extra=connection_fields(conn),
             )
             body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
             return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
@@ -216,12 +213,26 @@ async def _on_connect(
         conn.id,
         conn.request.path,
         conn.settings.handshake_timeout,
-        extra=_fields(conn),
+        extra=connection_fields(conn),
     )
     return Refusal(503, "on_connect timed out", body=b"on_connect timed out\n")
 
 
-async def handle(
+class Accepted:
+    """A connection whose handshake was accepted: what `run` serves."""
+
+    __slots__ = ("callbacks", "conn", "inbox", "transport")
+
+    def __init__(
+        self, callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox
+    ) -> None:
+        self.callbacks = callbacks
+        self.conn = conn
+        self.transport = transport
+        self.inbox = inbox
+
+
+async def accept(
     app: Servable,
     settings: Settings,
     capacity: Capacity,
@@ -230,10 +241,10 @@ async def handle(
     build_request: Callable[[Mapping[str, Any]], Request],
     transport: Transport,
     deadline: float,
-) -> None:
-    """Serve one handshake request to the end: route, admit, `on_connect`, accept or refuse,
-    then run the connection. The caller holds ``capacity`` for this connection, and keeps
-    the ``handshakes`` rate of its clients.
+) -> Accepted | None:
+    """Answer one handshake request: route, admit, `on_connect`, then accept or refuse.
+    The caller holds ``capacity`` for this connection, and keeps the ``handshakes`` rate of
+    its clients; it then `run`s the connection, if accepted.
 
     ``build_request`` makes the [Request][wsapp.Request] from the route's path parameters;
     ``deadline`` (from `handshake_timeout`) bounds `on_connect`: past it, the handshake is
@@ -246,11 +257,11 @@ async def handle(
     if endpoint is None:
         refusal = Refusal(404, f"no WebSocket endpoint at {path}")
         await refuse(transport, refusal, path, request.client, metrics)
-        return
+        return None
     denied = admission_refusal(request, settings, capacity.count - 1, handshakes)
     if denied is not None:
         await refuse(transport, denied, path, request.client, metrics)
-        return
+        return None
     own_settings = connection_settings(settings)
     inbox = Inbox(metrics, MessageLimiter(own_settings, endpoint.policy.on_rate_limit))
     reading = endpoint.decoder is None
@@ -266,140 +277,28 @@ async def handle(
     outcome = await _on_connect(endpoint, conn, deadline, metrics)
     if isinstance(outcome, Refusal):
         await refuse(transport, outcome, path, request.client, metrics)
-        return
+        return None
     if not await transport.accept(conn):
         logger.debug("client left before %s %s opened", conn.id, path)
-        return
-    await _run(outcome, conn, transport, inbox, app)
+        return None
+    return Accepted(outcome, conn, transport, inbox)
 
 
-async def _dispatch(
-    callbacks: Callbacks, inbox: Inbox, conn: Connection, metrics: Metrics
-) -> tuple[int, str]:
-    """Run `on_open`, then `on_message` per message; the close code to use when they end."""
-    on_message = callbacks.on_message
-    # Messages to let by before the first timed one: never, unless something reads them.
-    untimed = 0 if metrics.timing or conn.settings.metrics_path is not None else sys.maxsize
-    durations = metrics.handler_duration
-    try:
-        try:
-            await callbacks.on_open()
-        except JoinRefused as refused:  # answered like one in on_message; the rest is skipped
-            await _answer(conn, refused)
-        if on_message is not None:
-            if callbacks.concurrency == 1:
-                await _one_at_a_time(on_message, inbox, conn, durations, untimed)
-            else:
-                await _concurrently(
-                    on_message, inbox, conn, durations, untimed, callbacks.concurrency
-                )
-    except (anyio.EndOfStream, ConnectionClosed):
-        pass  # the connection ended first: not an error
-    except Exception:
-        metrics.handler_errors += 1
-        logger.exception(
-            "callback failed on connection %s; closing with 1011", conn.id, extra=_fields(conn)
-        )
-        return CloseCode.INTERNAL_ERROR, "internal error"
-    return CloseCode.NORMAL_CLOSURE, ""
-
-
-async def _answer(conn: Connection, refused: JoinRefused) -> None:
-    """A join refused in `on_message` is answered, not an error: the client asked for it."""
-    with suppress(ConnectionClosed):
-        await conn.send(refused.reply())
-
-
-async def _one_at_a_time(
-    on_message: Callable[[Message], Awaitable[None]],
-    inbox: Inbox,
-    conn: Connection,
-    durations: Histogram,
-    untimed: int,
-) -> None:
-    """In order, each message after the previous one's handler returned (the default).
-
-    One handler run in `HANDLER_SAMPLING` is observed into ``durations``, after ``untimed``
-    messages: the per-message path pays a countdown, not two clock readings.
-    """
-    get = inbox.get
-    clock = time.perf_counter
-    while True:
-        message = await get()
-        if isinstance(message, RateLimited):
-            await enforce(conn, message)
-            continue
-        untimed -= 1
-        started = clock() if untimed < 0 else 0.0
-        # The per-message path: try costs nothing until something is raised.
-        try:
-            await on_message(message)
-        except ConnectionClosed:
-            pass  # a reply came too late; the messages still queued are handled anyway
-        except JoinRefused as refused:
-            await _answer(conn, refused)
-        finally:
-            if untimed < 0:
-                durations.observe(clock() - started)
-                untimed = HANDLER_SAMPLING - 1
-
-
-async def _concurrently(
-    on_message: Callable[[Message], Awaitable[None]],
-    inbox: Inbox,
-    conn: Connection,
-    durations: Histogram,
-    untimed: int,
-    limit: int,
-) -> None:
-    """``limit`` workers take messages in turn: up to that many handlers at once, and a message
-    is taken only when a worker is free, so a busy connection still stops reading."""
-    failure: list[Exception] = []
-    clock = time.perf_counter
-
-    async def worker() -> None:
-        get = inbox.get
-        countdown = untimed  # each worker samples its own share
-        while True:
-            try:
-                message = await get()
-            except anyio.EndOfStream:
-                return
-            if isinstance(message, RateLimited):
-                await enforce(conn, message)
-                continue
-            countdown -= 1
-            started = clock() if countdown < 0 else 0.0
-            try:
-                await on_message(message)
-            except ConnectionClosed:
-                pass
-            except JoinRefused as refused:
-                await _answer(conn, refused)
-            except Exception as exc:
-                failure.append(exc)
-                tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
-                return
-            finally:
-                if countdown < 0:
-                    durations.observe(clock() - started)
-                    countdown = HANDLER_SAMPLING - 1
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(limit):
-            tg.start_soon(worker)
-    if failure:
-        raise failure[0]
-
-
-async def _run(
-    callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox, app: Servable
+async def run(
+    accepted: Accepted, app: Servable, tasks: TaskGroup, parking: Parking | None = None
 ) -> None:
     """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
 
-    The transport moves bytes beside the callbacks, so control frames keep flowing while a
-    callback works.
+    The transport reads in this task; the callbacks run beside it in a task of ``tasks``
+    (see [wsapp.dispatcher][]; with ``parking``, only while they have work), so control
+    frames keep flowing while a callback works.
     """
+    callbacks, conn, transport, inbox = (
+        accepted.callbacks,
+        accepted.conn,
+        accepted.transport,
+        accepted.inbox,
+    )
     started = time.monotonic()
     metrics = app.metrics
     metrics.connection_opened(transport)
@@ -409,35 +308,18 @@ async def _run(
         "open %s %s client=%s",
         conn.id,
         conn.request.path,
-        _client(conn.request.client),
-        extra=_fields(conn),
+        client_text(conn.request.client),
+        extra=connection_fields(conn),
     )
-    handlers = anyio.CancelScope()
-
-    async def pump() -> None:
+    dispatcher = Dispatcher(callbacks, conn, transport, inbox, metrics, tasks, parking)
+    try:
+        dispatcher.start()
         try:
             await transport.run(inbox)
         finally:
             inbox.close()
             # Callbacks still running get close_timeout to finish; nothing is left hanging.
-            handlers.deadline = min(
-                handlers.deadline, anyio.current_time() + conn.settings.close_timeout
-            )
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            code: int = CloseCode.NORMAL_CLOSURE
-            reason = ""  # kept if the callbacks are cancelled: the connection is over then
-            with handlers:
-                code, reason = await _dispatch(callbacks, inbox, conn, metrics)
-            if handlers.cancelled_caught:
-                logger.warning(
-                    "callbacks of %s still ran after close; cancelled",
-                    conn.id,
-                    extra=_fields(conn),
-                )
-            await transport.close(code, reason)
+            await dispatcher.finish(conn.settings.close_timeout)
     finally:
         closed = transport.outcome()
         metrics.connection_closed(transport, closed.code)
@@ -453,7 +335,9 @@ async def _run(
                 await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
             except Exception:
                 metrics.handler_errors += 1
-                logger.exception("on_close failed on connection %s", conn.id, extra=_fields(conn))
+                logger.exception(
+                    "on_close failed on connection %s", conn.id, extra=connection_fields(conn)
+                )
         duration = round(time.monotonic() - started, 3)
         logger.info(
             "close %s %s code=%s clean=%s duration=%.3fs",
@@ -462,5 +346,9 @@ async def _run(
             closed.code,
             closed.was_clean,
             duration,
-            extra=_fields(conn, code=closed.code, clean=closed.was_clean, duration=duration),
+            extra=connection_fields(
+                conn, code=closed.code, clean=closed.was_clean, duration=duration
+            ),
         )
+    if dispatcher.failure is not None:
+        raise dispatcher.failure  # the transport failed beside the callbacks: as if here

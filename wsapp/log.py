@@ -8,9 +8,22 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["FIELDS", "JSONFormatter", "LogFormat", "RateLimitedLog", "configure_logging", "logger"]
+if TYPE_CHECKING:
+    from wsapp.connection import Connection
+    from wsapp.request import Address
+
+__all__ = [
+    "FIELDS",
+    "JSONFormatter",
+    "LogFormat",
+    "RateLimitedLog",
+    "client_text",
+    "configure_logging",
+    "connection_fields",
+    "logger",
+]
 
 logger = logging.getLogger("wsapp")
 
@@ -19,6 +32,17 @@ LogFormat = Literal["text", "json"]
 #: What a line about one connection or handshake carries besides its text (logging's
 #: `extra`): JSON lines show each as a key of its own.
 FIELDS = ("connection", "path", "client", "status", "code", "clean", "duration")
+
+
+def client_text(address: Address | None) -> str:
+    """A client address as log lines show it: ``host:port``, or ``-`` if none (unix socket)."""
+    return f"{address.host}:{address.port}" if address else "-"
+
+
+def connection_fields(conn: Connection, **more: Any) -> dict[str, Any]:
+    """The fields of a log line about ``conn``, for JSON logs (see `FIELDS`)."""
+    client = client_text(conn.request.client)
+    return {"connection": conn.id, "path": conn.request.path, "client": client, **more}
 
 
 class JSONFormatter(logging.Formatter):

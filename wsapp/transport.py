@@ -119,6 +119,11 @@ class Transport(Protocol):
         """Start the closing handshake with ``code`` (nothing if already closing)."""
         ...
 
+    def abort(self, why: str) -> None:
+        """Drop the connection now, without a closing handshake: `run` returns, and ``why``
+        is recorded as the cause of the loss."""
+        ...
+
     async def run(self, inbox: Inbox) -> None:
         """Move messages into ``inbox`` until the connection is closed."""
         ...

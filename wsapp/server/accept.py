@@ -2,8 +2,9 @@
 
 The stream handler reads and parses the request head, then hands the request and a
 [SocketTransport][wsapp.server.transport.SocketTransport] to the shared accept sequence
-([wsapp.lifecycle.handle][]). It also keeps track of every stream it serves, so that a
-shutdown can close them all. The test client drives its in-memory streams through it too.
+([wsapp.lifecycle.accept][]), and runs the accepted connection ([wsapp.lifecycle.run][]).
+It also keeps track of every stream it serves, so that a shutdown can close them all. The
+test client drives its in-memory streams through it too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from wsapp import lifecycle
-from wsapp.lifecycle import Capacity, Servable
+from wsapp.dispatcher import Parking
+from wsapp.lifecycle import Accepted, Capacity, Servable
 from wsapp.log import logger
 from wsapp.plainhttp import PlainAnswer, plain_answer
 from wsapp.protocol import CloseCode, Refusal
@@ -86,13 +88,15 @@ class StreamHandler:
         self._handshakes = HandshakeLimiter()
         self._flusher = Flusher()
         self._keepalive = Keepalive()
+        self._parking = Parking()
         self._shared: anyio.abc.TaskGroup | None = None  # while running
         self._ssl_context = ssl_context
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
         self._draining = False
-        # Every stream being served, with its transport once the request head is read.
-        self._streams: dict[anyio.CancelScope, SocketTransport | None] = {}
+        # Every stream being served: the scope of its handshake, then its open transport.
+        self._streams: dict[ByteStream, anyio.CancelScope | SocketTransport] = {}
+        self._goodbye = (CloseCode.GOING_AWAY, GOING_AWAY_REASON)  # set by close_all
 
     @property
     def open_connections(self) -> int:
@@ -103,12 +107,15 @@ class StreamHandler:
     async def running(self) -> AsyncIterator[None]:
         """Run the tasks that serve every connection: the
         [Flusher][wsapp.server.flusher.Flusher], which writes the frames of each tick, and the
-        [Keepalive][wsapp.server.keepalive.Keepalive], which sends the pings. Streams are
-        handled inside the block, and are over when it ends. The writer tasks of connections
-        whose socket is full run there too."""
+        [Keepalive][wsapp.server.keepalive.Keepalive], which sends the pings, and the
+        [Parking][wsapp.dispatcher.Parking], which ends the callback tasks of idle
+        connections. Streams are handled inside the block, and are over when it ends. The
+        callback tasks of connections, and the writer tasks of those whose socket is full,
+        run there too."""
         async with anyio.create_task_group() as shared:
             shared.start_soon(self._flusher.run)
             shared.start_soon(self._keepalive.run)
+            shared.start_soon(self._parking.run)
             self._shared = shared
             try:
                 yield
@@ -126,18 +133,15 @@ class StreamHandler:
         (1012 for a ``restart``: clients should reconnect), in ``task_group``. Returns how
         many connections were open."""
         self._stopping = True
-        code, reason = (
-            (CloseCode.SERVICE_RESTART, RESTART_REASON)
-            if restart
-            else (CloseCode.GOING_AWAY, GOING_AWAY_REASON)
-        )
+        if restart:
+            self._goodbye = (CloseCode.SERVICE_RESTART, RESTART_REASON)
         opened = 0
-        for scope, transport in list(self._streams.items()):
-            if transport is not None and transport.opened:
+        for served in list(self._streams.values()):
+            if isinstance(served, SocketTransport):
                 opened += 1
-                task_group.start_soon(transport.close, code, reason)
+                task_group.start_soon(served.close, *self._goodbye)
             else:
-                scope.cancel()
+                served.cancel()
         return opened
 
     async def handle(self, stream: ByteStream) -> None:
@@ -145,12 +149,13 @@ class StreamHandler:
         try:
             if self._stopping:
                 return
-            with self.capacity.hold(), anyio.CancelScope() as scope:
-                self._streams[scope] = None
+            with self.capacity.hold():
                 try:
-                    await self._serve(stream, scope)
+                    accepted = await self._accept(stream)
+                    if accepted is not None:
+                        await self._run(stream, accepted)
                 finally:
-                    del self._streams[scope]
+                    self._streams.pop(stream, None)
         except (Refusal, TimeoutError, *STREAM_ERRORS) as exc:
             logger.debug("handshake abandoned: %r", exc)
         except ssl.SSLError as exc:
@@ -162,6 +167,24 @@ class StreamHandler:
         finally:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
+
+    async def _accept(self, stream: ByteStream) -> Accepted | None:
+        """The handshake, within a scope `close_all` cancels: the accepted connection, if
+        it was. The scope ends with the handshake, so that an open connection does not keep
+        it (half a KiB each)."""
+        with anyio.CancelScope() as scope:
+            self._streams[stream] = scope
+            return await self._serve(stream)
+        return None  # cancelled: the server is stopping
+
+    async def _run(self, stream: ByteStream, accepted: Accepted) -> None:
+        transport = accepted.transport
+        assert isinstance(transport, SocketTransport)
+        self._streams[stream] = transport
+        if self._stopping:  # accepted just as close_all ran: closed like the others
+            await transport.close(*self._goodbye)
+        assert self._shared is not None  # streams are served while running
+        await lifecycle.run(accepted, self.app, self._shared, self._parking)
 
     async def _read_request(
         self, stream: ByteStream, deadline: float
@@ -189,14 +212,14 @@ class StreamHandler:
         logger.debug("handshake timed out after %ss", self.settings.handshake_timeout)
         return None
 
-    async def _serve(self, stream: ByteStream, scope: anyio.CancelScope) -> None:
+    async def _serve(self, stream: ByteStream) -> Accepted | None:
         settings = self.settings
         # handshake_timeout bounds the whole handshake, TLS and on_connect included: the
         # client is waiting for an answer, and an unanswered socket must not linger.
         deadline = anyio.current_time() + settings.handshake_timeout
         received = await self._read_request(stream, deadline)
         if received is None:
-            return
+            return None
         stream, head, trailing = received
         try:
             path, raw_path, query = Request.split_target(head.target)
@@ -205,15 +228,14 @@ class StreamHandler:
             key = "" if answer is not None else websocket_key(head)
         except Refusal as refusal:
             await self._refuse(stream, refusal, head.target.partition("?")[0])
-            return
+            return None
         if answer is not None:
             with anyio.fail_after(settings.write_timeout):
                 await stream.send(http_response(*answer))
-            return
+            return None
         transport = SocketTransport(
             stream, settings, key, trailing, self._flusher, self._keepalive, self._shared
         )
-        self._streams[scope] = transport
         peer = _peer_address(stream)
 
         def build_request(params: Mapping[str, Any]) -> Request:
@@ -229,7 +251,7 @@ class StreamHandler:
                 http_version=head.http_version,
             )
 
-        await lifecycle.handle(
+        return await lifecycle.accept(
             self.app,
             settings,
             self.capacity,

@@ -219,7 +219,7 @@ class SocketTransport:
                         self._drained = anyio.Event()
                     await self._drained.wait()
         except TimeoutError:
-            self._abort(f"write timed out after {timeout}s")
+            self.abort(f"write timed out after {timeout}s")
             raise WriteTimeout(CloseCode.ABNORMAL_CLOSURE, self._record.lost or "") from None
 
     async def _write_loop(self, scope: anyio.CancelScope) -> None:
@@ -230,7 +230,7 @@ class SocketTransport:
                 # The writer runs among the server's shared tasks: nothing it raises may
                 # reach them. A bug here loses this connection only.
                 logger.exception("writer of a connection failed; the connection is dropped")
-                self._abort("internal error while writing")
+                self.abort("internal error while writing")
 
     async def _write_all(self) -> None:
         out = self._out
@@ -247,10 +247,10 @@ class SocketTransport:
                     # TLS, the test client's pipe), so what was queued is not copied.
                     await self._stream.send(cast(bytes, data))
             except TimeoutError:
-                self._abort(f"write timed out after {self._settings.write_timeout}s")
+                self.abort(f"write timed out after {self._settings.write_timeout}s")
                 return
             except STREAM_ERRORS:
-                self._abort("connection lost while writing")
+                self.abort("connection lost while writing")
                 return
             finally:
                 self._in_flight = 0
@@ -258,7 +258,7 @@ class SocketTransport:
                     self._drained.set()
                     self._drained = None
 
-    def _abort(self, why: str) -> None:
+    def abort(self, why: str) -> None:
         self._record.lose(why)
         if self._drained is not None:
             self._drained.set()

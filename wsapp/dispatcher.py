@@ -1,0 +1,311 @@
+"""The callbacks of one connection, in a task that exists only while they have work to do.
+
+Callbacks run beside the connection's reader, so that pongs and the close keep flowing while
+one of them works. But a task costs an idle connection about 4 KiB, and most connections of
+a server are idle most of the time. So on the built-in server the callbacks' task starts
+when there is work (`on_open`; later, a message arriving while none runs), in the server's
+group of shared tasks, and ends once its connection has been quiet for a while
+([Parking][wsapp.dispatcher.Parking] decides when): an idle connection is its reader alone.
+The task does not end as soon as the inbox is empty because starting one costs about 15 µs:
+a connection under load keeps its task, and pays nothing per message.
+
+What callbacks observe does not change with the task they run in: `on_open` first, then one
+`on_message` at a time in order (or `concurrency` at once), the context variables one
+callback set seen by the next ones and by `on_close`, and callbacks still running
+`close_timeout` after the close cancelled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, NoReturn
+
+import anyio
+from anyio.abc import TaskGroup
+
+from wsapp.exceptions import ConnectionClosed
+from wsapp.log import connection_fields, logger
+from wsapp.metrics import HANDLER_SAMPLING, Metrics
+from wsapp.protocol import CloseCode
+from wsapp.ratelimit import RateLimited, enforce
+from wsapp.rooms import JoinRefused
+from wsapp.transport import Message, Transport
+
+if TYPE_CHECKING:
+    from wsapp.connection import Connection
+    from wsapp.endpoint import Callbacks
+    from wsapp.inbox import Inbox
+
+__all__ = ["LINGER", "Dispatcher", "Parking"]
+
+#: Seconds a callback task with no message to handle waits for one (at least; at most twice
+#: as long) before it ends; the next message starts another.
+LINGER = 5.0
+
+
+class Parking:
+    """The inboxes whose callback task waits for a message, sent away once they waited a
+    whole `LINGER` period.
+
+    `run` is a task of the server's, started before its connections and ended after them.
+    """
+
+    def __init__(self) -> None:
+        self._since_sweep: set[Inbox] = set()  # began waiting after the last sweep
+        self._before_sweep: set[Inbox] = set()  # were waiting at the last sweep
+
+    def park(self, inbox: Inbox) -> None:
+        """``inbox``'s callback task waits for a message from now on."""
+        self._since_sweep.add(inbox)
+
+    def discard(self, inbox: Inbox) -> None:
+        """``inbox`` is closed: forget it."""
+        self._since_sweep.discard(inbox)
+        self._before_sweep.discard(inbox)
+
+    def sweep(self) -> None:
+        """Send away the consumers that have waited since before the last sweep."""
+        for inbox in self._before_sweep:
+            inbox.expire()
+        self._before_sweep, self._since_sweep = self._since_sweep, set()
+
+    async def run(self) -> NoReturn:
+        while True:
+            await anyio.sleep(LINGER)
+            self.sweep()
+
+
+class Dispatcher:
+    """Runs one connection's callbacks in a task of ``tasks``: `start` it once open, and
+    `finish` it once the connection is over (its inbox closed).
+
+    With ``parking`` (and one `on_message` at a time, the default), the task ends while the
+    connection is idle, and the inbox starts another when a message arrives. Without, one
+    task runs the callbacks from `on_open` to the close.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_conn",
+        "_context",
+        "_done",
+        "_inbox",
+        "_metrics",
+        "_scope",
+        "_tasks",
+        "_transport",
+        "_untimed",
+        "failure",
+    )
+
+    def __init__(
+        self,
+        callbacks: Callbacks,
+        conn: Connection,
+        transport: Transport,
+        inbox: Inbox,
+        metrics: Metrics,
+        tasks: TaskGroup,
+        parking: Parking | None = None,
+    ) -> None:
+        self._callbacks = callbacks
+        self._conn = conn
+        self._transport = transport
+        self._inbox = inbox
+        self._metrics = metrics
+        self._tasks = tasks
+        self._scope: anyio.CancelScope | None = None  # of the running task
+        self._done: anyio.Event | None = None  # made by `finish`, set when the task ends
+        self._context: contextvars.Context | None = None  # as the last task left it
+        #: What the transport raised beside the callbacks, if anything (see `finish`).
+        self.failure: Exception | None = None
+        # Messages to let by before the first timed one: never, unless something reads them.
+        timed = metrics.timing or conn.settings.metrics_path is not None
+        self._untimed = 0 if timed else sys.maxsize
+        if parking is not None and callbacks.on_message is not None and callbacks.concurrency == 1:
+            inbox.summon(self._spawn, parking)
+
+    def start(self) -> None:
+        """Run `on_open`, then the messages."""
+        self._spawn(opening=True)
+
+    def _spawn(self, opening: bool = False) -> None:
+        self._scope = anyio.CancelScope()
+        self._tasks.start_soon(self._serve, self._scope, opening)
+
+    async def finish(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the callbacks to end (the inbox is closed: they are
+        handling what is left), then cancel them; then take on the context variables they
+        set, for `on_close`."""
+        if self._scope is not None:
+            done = self._done = anyio.Event()
+            try:
+                with anyio.move_on_after(grace) as waiting:
+                    await done.wait()
+            finally:
+                if self._scope is not None:  # late, or this task is cancelled: cancel them
+                    self._scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await done.wait()
+            if waiting.cancelled_caught:
+                conn = self._conn
+                logger.warning(
+                    "callbacks of %s still ran after close; cancelled",
+                    conn.id,
+                    extra=connection_fields(conn),
+                )
+        if self._context is not None:
+            _adopt(self._context)
+
+    async def _serve(self, scope: anyio.CancelScope, opening: bool) -> None:
+        if self._context is not None:
+            _adopt(self._context)
+        try:
+            with scope:
+                ended = await self._run_callbacks(opening)
+                if ended is not None:
+                    await self._transport.close(*ended)
+        except Exception as exc:
+            # Not a callback's (those close with 1011): the transport failed. This task may
+            # run among the server's shared tasks, which nothing it raises may reach: the
+            # connection is dropped, and `finish` raises it in the connection's own task.
+            self.failure = exc
+            self._transport.abort(f"internal error: {exc!r}")
+        finally:
+            self._context = contextvars.copy_context()
+            self._scope = None
+            if self._done is not None:
+                self._done.set()
+
+    async def _run_callbacks(self, opening: bool) -> tuple[int, str] | None:
+        """The callbacks' turn: the close code to use when they end by themselves, or None
+        when they left (the connection is idle: the next message starts them again) or the
+        connection ended first."""
+        callbacks, conn = self._callbacks, self._conn
+        on_message = callbacks.on_message
+        try:
+            if opening:
+                try:
+                    await callbacks.on_open()
+                except JoinRefused as refused:  # answered like one in on_message
+                    await _answer(conn, refused)
+            if on_message is None:
+                return CloseCode.NORMAL_CLOSURE, ""  # the reading form: on_open was the handler
+            if callbacks.concurrency != 1:
+                await self._concurrently(on_message, callbacks.concurrency)
+            else:
+                await self._one_at_a_time(on_message, linger=not opening)
+        except (anyio.EndOfStream, ConnectionClosed):
+            pass  # the connection ended first: not an error
+        except Exception:
+            self._metrics.handler_errors += 1
+            logger.exception(
+                "callback failed on connection %s; closing with 1011",
+                conn.id,
+                extra=connection_fields(conn),
+            )
+            return CloseCode.INTERNAL_ERROR, "internal error"
+        return None
+
+    async def _one_at_a_time(
+        self, on_message: Callable[[Message], Awaitable[None]], linger: bool
+    ) -> None:
+        """In order, each message after the previous one's handler returned (the default),
+        until the inbox sends this task away (see `Inbox.next`).
+
+        One handler run in `HANDLER_SAMPLING` is timed into the handler-duration histogram
+        after ``_untimed`` messages: the per-message path pays a countdown, not two clock
+        readings.
+        """
+        next_message = self._inbox.next
+        conn = self._conn
+        durations = self._metrics.handler_duration
+        clock = time.perf_counter
+        untimed = self._untimed
+        try:
+            while True:
+                message = await next_message(linger)
+                if message is None:
+                    return
+                linger = True
+                if isinstance(message, RateLimited):
+                    await enforce(conn, message)
+                    continue
+                untimed -= 1
+                started = clock() if untimed < 0 else 0.0
+                # The per-message path: try costs nothing until something is raised.
+                try:
+                    await on_message(message)
+                except ConnectionClosed:
+                    pass  # a reply came too late; the messages still queued are handled
+                except JoinRefused as refused:
+                    await _answer(conn, refused)
+                finally:
+                    if untimed < 0:
+                        durations.observe(clock() - started)
+                        untimed = HANDLER_SAMPLING - 1
+        finally:
+            self._untimed = untimed
+
+    async def _concurrently(
+        self, on_message: Callable[[Message], Awaitable[None]], limit: int
+    ) -> None:
+        """``limit`` workers take messages in turn: up to that many handlers at once, and a
+        message is taken only when a worker is free, so a busy connection still stops
+        reading."""
+        failure: list[Exception] = []
+        clock = time.perf_counter
+        inbox, conn = self._inbox, self._conn
+        durations = self._metrics.handler_duration
+
+        async def worker() -> None:
+            get = inbox.get
+            countdown = self._untimed  # each worker samples its own share
+            while True:
+                try:
+                    message = await get()
+                except anyio.EndOfStream:
+                    return
+                if isinstance(message, RateLimited):
+                    await enforce(conn, message)
+                    continue
+                countdown -= 1
+                started = clock() if countdown < 0 else 0.0
+                try:
+                    await on_message(message)
+                except ConnectionClosed:
+                    pass
+                except JoinRefused as refused:
+                    await _answer(conn, refused)
+                except Exception as exc:
+                    failure.append(exc)
+                    tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
+                    return
+                finally:
+                    if countdown < 0:
+                        durations.observe(clock() - started)
+                        countdown = HANDLER_SAMPLING - 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(limit):
+                tg.start_soon(worker)
+        if failure:
+            raise failure[0]
+
+
+async def _answer(conn: Connection, refused: JoinRefused) -> None:
+    """A join refused in a callback is answered, not an error: the client asked for it."""
+    with suppress(ConnectionClosed):
+        await conn.send(refused.reply())
+
+
+def _adopt(context: contextvars.Context) -> None:
+    """Set in the current context every variable ``context`` holds a different value of."""
+    current = contextvars.copy_context()
+    for variable, value in context.items():
+        if variable not in current or current[variable] is not value:
+            variable.set(value)
