@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -214,11 +217,54 @@ def test_null_origin_is_allowed_only_when_listed(
     assert is_origin_allowed(request(origin), allowed) is expected
 
 
-def test_a_connections_copy_changes_nothing_of_the_servers() -> None:
+def test_a_connections_settings_change_nothing_of_the_servers_nor_of_other_connections() -> None:
     server = wsapp.Settings(allowed_origins=["https://a.example"], max_message_size=10)
-    mine = connection_settings(server)
+    mine, theirs = connection_settings(server), connection_settings(server)
     assert mine == server
-    mine.allowed_origins.append("https://b.example")
     mine.max_message_size = 20
-    assert server.allowed_origins == ["https://a.example"]
+    mine.allowed_origins = [*mine.allowed_origins, "https://b.example"]
+    assert (server.max_message_size, theirs.max_message_size, mine.max_message_size) == (10, 10, 20)
+    assert server.allowed_origins == theirs.allowed_origins == ["https://a.example"]
+    assert mine.allowed_origins == ["https://a.example", "https://b.example"]
+    assert mine.model_fields_set == {"allowed_origins", "max_message_size"}
+    assert (
+        server.model_fields_set
+        == theirs.model_fields_set
+        == {"allowed_origins", "max_message_size"}
+    )
+    with pytest.raises(ConfigError, match="max_message_size"):
+        theirs.max_message_size = -1  # still validated
     assert server.max_message_size == 10
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda values: values.append("chat"),
+        lambda values: values.extend(["chat"]),
+        lambda values: values.__setitem__(0, "chat"),
+        lambda values: values.__iadd__(["chat"]),
+        lambda values: values.clear(),
+    ],
+    ids=["append", "extend", "setitem", "+=", "clear"],
+)
+def test_a_list_setting_cannot_be_changed_in_place(change: Callable[[list[str]], object]) -> None:
+    server = wsapp.Settings(subprotocols=["json"])
+    mine = connection_settings(server)
+    with pytest.raises(TypeError, match=r"assign a new list instead"):
+        change(mine.subprotocols)
+    assert server.subprotocols == ["json"]
+    assert wsapp.Settings().trusted_proxies == []  # defaults too
+    with pytest.raises(TypeError):
+        wsapp.Settings().trusted_proxies.append("10.0.0.1")
+
+
+def test_settings_with_list_values_copy_and_pickle_whole() -> None:
+    settings = wsapp.Settings(subprotocols=["json", "chat"])
+    for copied in (
+        copy.deepcopy(settings),
+        pickle.loads(pickle.dumps(settings)),
+        settings.model_copy(deep=True),
+    ):
+        assert copied.subprotocols == ["json", "chat"]
+        assert isinstance(copied.subprotocols, list)

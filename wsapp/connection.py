@@ -41,8 +41,9 @@ class Connection(ObjectStream[Message]):
     Attributes:
         id: A short unique id, used in the log lines of this connection.
         request: The handshake request.
-        settings: This connection's own copy of the settings; assignments are validated and
-            take effect from their next use.
+        settings: This connection's own settings; assignments are validated, change this
+            connection only and take effect from their next use (list values cannot be
+            changed in place: assign a new list).
         state: A namespace for your per-connection data (`conn.state.user = ...`).
         response_headers: Headers to send with the 101 response (set them in `on_connect`).
         close_code: Set once closed: the code of the close (see the lifecycle docs).

@@ -8,9 +8,16 @@ import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -27,9 +34,33 @@ ENV_PREFIX = "WSAPP_"
 
 Seconds = Annotated[float, Field(gt=0)]
 WindowBits = Annotated[int, Field(ge=9, le=15)]
+
+
+class SettingList(list[str]):
+    """The value of a list setting: a list that cannot be changed in place, because the
+    settings of every connection share it with the server's (see `connection_settings`).
+    Assign a new list instead: ``conn.settings.subprotocols = [*conn.settings.subprotocols,
+    "chat"]``."""
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise TypeError(
+            "a list setting cannot be changed in place (every connection's settings share "
+            "it with the server's); assign a new list instead, like "
+            "conn.settings.subprotocols = [*conn.settings.subprotocols, 'chat']"
+        )
+
+    append = extend = insert = remove = _refuse
+    pop = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self) -> tuple[type[SettingList], tuple[list[str]]]:
+        # Copies and pickles are made whole, not appended to item by item.
+        return SettingList, (list(self),)
+
+
 # NoDecode: pydantic-settings would demand JSON for a list from the environment; the
 # validator `_split_lists` parses text the same way whether it came from a flag or a variable.
-TextList = Annotated[list[str], NoDecode]
+TextList = Annotated[list[str], NoDecode, AfterValidator(SettingList)]
 
 
 class ConfigError(ValueError):
@@ -151,14 +182,14 @@ class Settings(BaseSettings):
     compression_client_no_context_takeover: bool = False
     """Ask the client to reset its compressor after each message."""
 
-    allowed_origins: TextList = Field(default_factory=list)
+    allowed_origins: TextList = Field(default_factory=SettingList)
     """Origins (`scheme://host[:port]`) allowed besides the request's own host; `"*"` allows
     any origin (see `App.allow_any_origin`). Cross-origin browser requests are refused with
     403 by default so that a page on another site cannot ride a user's cookies. `"null"`
     allows the `Origin: null` that sandboxed iframes and local files send: all of them, so
     only when no cookie authorizes anything."""
 
-    subprotocols: TextList = Field(default_factory=list)
+    subprotocols: TextList = Field(default_factory=SettingList)
     """Subprotocols the server speaks, in order of preference; the first the client offers
     is chosen."""
 
@@ -184,7 +215,7 @@ class Settings(BaseSettings):
     which the connection closes with 1008; each one before gets the error reply. New: the
     seed had no typed messages. `None` never closes for this."""
 
-    trusted_proxies: TextList = Field(default_factory=list)
+    trusted_proxies: TextList = Field(default_factory=SettingList)
     """Addresses or networks (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` or
     `Forwarded` header names the real client; `"unix"` trusts peers on a unix socket. Empty
     by default: trusting such headers from
@@ -272,6 +303,8 @@ class Settings(BaseSettings):
         # more frame here costs nothing that matters.
         if not name.startswith("_") and name not in type(self).model_fields:
             raise ConfigError(unknown_setting(name))
+        # The set of assigned fields may be shared (`connection_settings`): this one's own.
+        object.__setattr__(self, "__pydantic_fields_set__", set(self.model_fields_set))
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
@@ -349,7 +382,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{origin!r} is not an origin like 'https://example.com' (nor '*' or 'null')"
                 )
-        return checked
+        return SettingList(checked)
 
     @classmethod
     def settings_customise_sources(
@@ -388,10 +421,21 @@ def describe(
 
 
 def connection_settings(settings: Settings) -> Settings:
-    """A copy of ``settings`` one connection may change (`conn.settings`) without changing
-    the server's: the lists are copied, the other values are immutable and shared (a deep
-    copy costs every handshake several times as much)."""
-    return settings.model_copy(update={name: list(getattr(settings, name)) for name in _LISTS})
+    """Settings one connection may change (`conn.settings`) without changing the server's.
+
+    A copy would cost every open connection more than a KiB (the model's dict), so the
+    connection's settings share the server's values until one of them is assigned:
+    pydantic's validated assignment gives the model a new dict, the one place its values
+    live, rather than changing the shared one; the set of the fields assigned is copied
+    before an assignment adds to it; and the list values, which could be changed in place, cannot be
+    ([SettingList][wsapp.settings.SettingList]).
+    """
+    shared = Settings.__new__(Settings)
+    object.__setattr__(shared, "__dict__", settings.__dict__)
+    object.__setattr__(shared, "__pydantic_fields_set__", settings.model_fields_set)
+    object.__setattr__(shared, "__pydantic_extra__", None)
+    object.__setattr__(shared, "__pydantic_private__", None)
+    return shared
 
 
 def resolve_settings(
@@ -446,6 +490,3 @@ def resolve_settings(
         return Settings.model_validate(values)
     except ValidationError as exc:  # each layer was valid, so this is a bug, but say it clearly
         raise ConfigError(describe(exc)) from None
-
-
-_LISTS = [name for name, field in Settings.model_fields.items() if field.annotation == list[str]]
