@@ -26,6 +26,7 @@ __all__ = [
     "Callbacks",
     "Connector",
     "ConnectorEndpoint",
+    "Declared",
     "Endpoint",
     "FunctionEndpoint",
 ]
@@ -46,18 +47,46 @@ CONNECTION_CALLBACKS = ("on_connect", "on_open", "on_message", "on_invalid", "on
 
 
 @dataclass(frozen=True, slots=True)
+class Declared:
+    """The `on_connect`, `on_open` and `on_close` of an endpoint, as async functions that
+    take their subject first: the connection (function form) or the Connector instance."""
+
+    on_connect: Callable[..., Awaitable[None]]
+    on_open: Callable[..., Awaitable[None]]
+    on_close: Callable[..., Awaitable[None]]
+
+
 class Callbacks:
     """The callbacks of one connection, bound to it; ``on_message`` None means reading form.
 
     ``on_message`` takes the message as it arrived: decoding, dispatch to the right handler
-    and replies happen inside it. ``concurrency`` is how many may run at once.
+    and replies happen inside it. ``concurrency`` is how many may run at once. The other
+    callbacks are the endpoint's, called with their subject: binding them one by one would
+    cost every open connection a few hundred bytes.
     """
 
-    on_connect: Callable[[Request], Awaitable[None]]
-    on_open: Callable[[], Awaitable[None]]
-    on_message: Callable[[Message], Awaitable[None]] | None
-    on_close: Callable[[bool, int, str], Awaitable[None]]
-    concurrency: int = 1
+    __slots__ = ("_declared", "_subject", "concurrency", "on_message")
+
+    def __init__(
+        self,
+        declared: Declared,
+        subject: object,
+        on_message: Callable[[Message], Awaitable[None]] | None,
+        concurrency: int = 1,
+    ) -> None:
+        self._declared = declared
+        self._subject = subject
+        self.on_message = on_message
+        self.concurrency = concurrency
+
+    def on_connect(self, request: Request) -> Awaitable[None]:
+        return self._declared.on_connect(self._subject, request)
+
+    def on_open(self) -> Awaitable[None]:
+        return self._declared.on_open(self._subject)
+
+    def on_close(self, was_clean: bool, code: int, reason: str) -> Awaitable[None]:
+        return self._declared.on_close(self._subject, was_clean, code, reason)
 
 
 async def _noop(*args: object) -> None:
@@ -137,6 +166,7 @@ class FunctionEndpoint(Endpoint):
         self.functions: dict[str, Callable[..., Awaitable[Any]]] = {}
         self.decoder: MessageDecoder | None = None
         self._handler_calls: list[Callable[..., Awaitable[Any]]] = []
+        self._declared = Declared(_noop, _noop, _noop)
 
     def declare_sends(self, models: tuple[type[BaseModel], ...]) -> None:
         self.sends = (*self.sends, *checked_models(models))
@@ -154,6 +184,10 @@ class FunctionEndpoint(Endpoint):
                 "an endpoint has one of each callback"
             )
         self.functions[name] = as_async(function)
+        get = self.functions.get
+        self._declared = Declared(
+            get("on_connect", _noop), get("on_open", _noop), get("on_close", _noop)
+        )
         return function
 
     @property
@@ -179,13 +213,7 @@ class FunctionEndpoint(Endpoint):
                 self.policy,
                 metrics,
             )
-        return Callbacks(
-            on_connect=functools.partial(get("on_connect", _noop), conn),
-            on_open=functools.partial(get("on_open", _noop), conn),
-            on_message=on_message,
-            on_close=functools.partial(get("on_close", _noop), conn),
-            concurrency=self.policy.concurrency,
-        )
+        return Callbacks(self._declared, conn, on_message, self.policy.concurrency)
 
 
 def checked_models(models: tuple[Any, ...]) -> tuple[type[BaseModel], ...]:
@@ -296,6 +324,9 @@ class ConnectorEndpoint(Endpoint):
         )
         self.custom_invalid = cls.on_invalid is not Connector.on_invalid
         self.sends = checked_models(tuple(cls.sends))
+        self._declared = Declared(
+            as_async(cls.on_connect), as_async(cls.on_open), as_async(cls.on_close)
+        )
 
     @property
     def invalid_callback(self) -> Callable[..., Any] | None:
@@ -314,10 +345,4 @@ class ConnectorEndpoint(Endpoint):
                 self.policy,
                 metrics,
             )
-        return Callbacks(
-            on_connect=as_async(instance.on_connect),
-            on_open=as_async(instance.on_open),
-            on_message=on_message,
-            on_close=as_async(instance.on_close),
-            concurrency=self.policy.concurrency,
-        )
+        return Callbacks(self._declared, instance, on_message, self.policy.concurrency)
