@@ -153,7 +153,8 @@ class StreamHandler:
                 try:
                     accepted = await self._accept(stream)
                     if accepted is not None:
-                        await self._run(stream, accepted)
+                        # Run from this frame, not one more: it lasts as long as the connection.
+                        await lifecycle.run(accepted, self.app, *self._opened(stream, accepted))
                 finally:
                     self._streams.pop(stream, None)
         except (Refusal, TimeoutError, *STREAM_ERRORS) as exc:
@@ -177,14 +178,17 @@ class StreamHandler:
             return await self._serve(stream)
         return None  # cancelled: the server is stopping
 
-    async def _run(self, stream: ByteStream, accepted: Accepted) -> None:
+    def _opened(
+        self, stream: ByteStream, accepted: Accepted
+    ) -> tuple[anyio.abc.TaskGroup, Parking]:
+        """Count ``accepted`` among the open connections; what `lifecycle.run` needs to run it."""
         transport = accepted.transport
         assert isinstance(transport, SocketTransport)
         self._streams[stream] = transport
         if self._stopping:  # accepted just as close_all ran: closed like the others
-            await transport.close(*self._goodbye)
+            transport.close_now(*self._goodbye)
         assert self._shared is not None  # streams are served while running
-        await lifecycle.run(accepted, self.app, self._shared, self._parking)
+        return self._shared, self._parking
 
     async def _read_request(
         self, stream: ByteStream, deadline: float

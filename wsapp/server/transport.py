@@ -266,10 +266,11 @@ class SocketTransport:
         self._scope.cancel()
 
     async def close(self, code: int, reason: str) -> None:
-        self._close(code, reason)
+        self.close_now(code, reason)
 
-    def _close(self, code: int, reason: str) -> None:
-        """Queue our close frame (once), and start the wait for the peer's."""
+    def close_now(self, code: int, reason: str) -> None:
+        """`close`, which on this transport never needs to wait: queue our close frame
+        (once), and start the wait for the peer's."""
         session = self._session
         if self._inbox is not None:
             self._inbox.close()  # messages arriving from now on have no one to go to
@@ -372,7 +373,7 @@ class SocketTransport:
             return
         timeout = self._settings.pong_timeout
         if self._pong_payload is not None:
-            self._close(CloseCode.INTERNAL_ERROR, f"no pong within {timeout}s")
+            self.close_now(CloseCode.INTERNAL_ERROR, f"no pong within {timeout}s")
             return
         self._pong_payload = os.urandom(4)
         self._push(session.send_ping(self._pong_payload))
