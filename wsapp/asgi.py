@@ -211,7 +211,7 @@ class ASGIAdapter:
             return _request(scope, path, params, settings)
 
         deadline = anyio.current_time() + settings.handshake_timeout
-        with self._capacity.hold():
+        with self._capacity:
             accepted = await lifecycle.accept(
                 self.app,
                 settings,

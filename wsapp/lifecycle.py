@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -106,7 +106,9 @@ class Capacity:
     """The connections one transport holds: handshakes in progress and open connections.
 
     Counting handshakes too means a burst of clients that never finish their handshake
-    cannot push the open connections past `max_connections`.
+    cannot push the open connections past `max_connections`. ``with capacity:`` counts one
+    connection for the duration of the block (a context manager of its own, not a
+    generator: that would be held by every open connection).
     """
 
     __slots__ = ("count",)
@@ -114,14 +116,11 @@ class Capacity:
     def __init__(self) -> None:
         self.count = 0
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Count one connection for the duration of the block."""
+    def __enter__(self) -> None:
         self.count += 1
-        try:
-            yield
-        finally:
-            self.count -= 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.count -= 1
 
 
 def log_refusal(refusal: Refusal, path: str, client: Address | None, metrics: Metrics) -> None:

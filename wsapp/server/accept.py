@@ -149,7 +149,7 @@ class StreamHandler:
         try:
             if self._stopping:
                 return
-            with self.capacity.hold():
+            with self.capacity:
                 try:
                     accepted = await self._accept(stream)
                     if accepted is not None:
