@@ -1,11 +1,13 @@
-"""Accepting connections as byte streams, and the asyncio stream the built-in server uses.
+"""Accepting connections as byte streams, and reading them, as cheaply as each loop allows.
 
 On Trio, anyio's socket streams are thin: a read is one `recv`, and their raw socket is the
-kernel socket itself. On asyncio, anyio's stream resumes and pauses the transport's reading
-around every `receive`, and its raw socket is a wrapper that cannot send; the built-in server
-needs both to be cheap: it reads continuously, and writes the frames of a whole tick straight
-to the socket (see [wsapp.server.flusher][]). So on asyncio it accepts the sockets itself and
-serves them over `ProtocolStream`, an anyio `SocketStream` over the loop's own transport.
+kernel socket itself; reading that socket directly once it is readable (`receiver`) saves
+an idle connection the frames of the calls it would otherwise wait in. On asyncio, anyio's
+stream resumes and pauses the transport's reading around every `receive`, and its raw
+socket is a wrapper that cannot send; the built-in server needs both to be cheap: it reads
+continuously, and writes the frames of a whole tick straight to the socket (see
+[wsapp.server.flusher][]). So on asyncio it accepts the sockets itself and serves them over
+`ProtocolStream`, an anyio `SocketStream` over the loop's own transport.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, cast
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
-__all__ = ["ProtocolStream", "acceptor"]
+__all__ = ["ProtocolStream", "acceptor", "receiver"]
 
+#: The most bytes one read of a socket takes (anyio's own default).
+RECEIVE_SIZE = 65536
 #: Bytes received and not yet read above which the stream stops reading from the socket, so
 #: that a peer faster than its handler fills the kernel's buffers, then its own TCP window.
 READ_LIMIT = 256 * 1024
@@ -214,3 +219,31 @@ def acceptor(listener: SocketListener) -> Callable[[], Awaitable[SocketStream]]:
             raise
 
     return accept
+
+
+def receiver(stream: ByteStream) -> Callable[[], Awaitable[bytes]]:
+    """The function that reads the next bytes of ``stream``, as its ``receive`` does: on
+    Trio, for a plain socket stream, one that waits for the socket to be readable and
+    reads it; otherwise the stream's own. Call it in the loop that serves."""
+    if _is_asyncio() or not isinstance(stream, SocketStream):
+        return stream.receive
+    return partial(_receive_when_readable, stream.extra(SocketAttribute.raw_socket))
+
+
+async def _receive_when_readable(sock: socket.socket) -> bytes:
+    while True:
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            data = None  # wait below: awaiting in here would keep the exception meanwhile
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+        if data is None:
+            await anyio.wait_readable(sock)
+            continue
+        if not data:
+            raise anyio.EndOfStream
+        # As every read of a stream does: a peer that always has more to send must not
+        # keep the other connections waiting.
+        await anyio.lowlevel.checkpoint()
+        return data

@@ -42,6 +42,7 @@ from wsapp.protocol.bytequeue import ByteQueue
 from wsapp.protocol.handshake import negotiate_deflate, switching_protocols
 from wsapp.server.flusher import Flusher
 from wsapp.server.keepalive import Keepalive
+from wsapp.server.streams import receiver
 from wsapp.settings import Settings
 from wsapp.transport import Closed, CloseRecord, Message
 
@@ -317,7 +318,7 @@ class SocketTransport:
 
     async def _read(self, session: Session, inbox: Inbox) -> None:
         settings = self._settings
-        receive = self._stream.receive
+        receive = receiver(self._stream)
         pending, self._initial = self._initial, b""
         while not session.closed:
             if pending:
