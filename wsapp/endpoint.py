@@ -10,6 +10,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import MethodType
 from typing import Any, ClassVar, TypeVar
 
 import anyio.to_thread
@@ -208,8 +209,10 @@ class FunctionEndpoint(Endpoint):
             on_message = message_callback(
                 conn,
                 self.decoder,
-                [functools.partial(call, conn) for call in self._handler_calls],
-                None if on_invalid is None else functools.partial(on_invalid, conn),
+                # Methods of the connection, not partials: a third of the size, kept by
+                # every open connection, and called as fast.
+                [MethodType(call, conn) for call in self._handler_calls],
+                None if on_invalid is None else MethodType(on_invalid, conn),
                 self.policy,
                 metrics,
             )

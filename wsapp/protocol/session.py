@@ -100,6 +100,27 @@ class Session:
     ``limits`` is read live, so a changed ``max_message_size`` applies from the next frame.
     """
 
+    __slots__ = (
+        "_awaited_head",
+        "_deflate",
+        "_delegated",
+        "_discarding",
+        "_extensions",
+        "_fast",
+        "_fragmented",
+        "_limits",
+        "_own_frames",
+        "_partial",
+        "_pending",
+        "_plain",
+        "_size",
+        "_wanted",
+        "_ws",
+        "close_received",
+        "close_sent",
+        "failed",
+    )
+
     def __init__(
         self,
         limits: MessageLimits,

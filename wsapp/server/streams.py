@@ -35,6 +35,19 @@ READ_LIMIT = 256 * 1024
 class _StreamProtocol(asyncio.Protocol):
     """The loop's side of a `ProtocolStream`: what arrived, and whether writing may go on."""
 
+    __slots__ = (
+        "buffered",
+        "eof",
+        "error",
+        "first",
+        "lost",
+        "paused_reading",
+        "readable",
+        "rest",
+        "transport",
+        "writable",
+    )
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         # What arrived and is not read yet, oldest first: nearly always one chunk at most, so

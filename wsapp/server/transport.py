@@ -70,6 +70,29 @@ class SocketTransport:
     one is needed, runs in ``tasks`` (required to `run`; it outlives no connection).
     """
 
+    __slots__ = (
+        "_drained",
+        "_flush_due",
+        "_flusher",
+        "_in_flight",
+        "_inbox",
+        "_initial",
+        "_keepalive",
+        "_key",
+        "_out",
+        "_pong_payload",
+        "_record",
+        "_scope",
+        "_session",
+        "_settings",
+        "_socket",
+        "_stream",
+        "_tasks",
+        "_wake_writer",
+        "_writer_group",
+        "_writer_scope",
+    )
+
     def __init__(
         self,
         stream: ByteStream,
