@@ -183,7 +183,7 @@ class Summoned:
     def __init__(self, inbox: Inbox) -> None:
         self.parking = Parking()
         self.starts = 0
-        inbox.summon(self.start, self.parking)
+        inbox.summon(self.start, self.parking, running=True)
 
     def start(self) -> None:
         self.starts += 1

@@ -95,6 +95,7 @@ class Dispatcher:
         "_done",
         "_inbox",
         "_metrics",
+        "_on_demand",
         "_scope",
         "_tasks",
         "_transport",
@@ -126,12 +127,18 @@ class Dispatcher:
         # Messages to let by before the first timed one: never, unless something reads them.
         timed = metrics.timing or conn.settings.metrics_path is not None
         self._untimed = 0 if timed else sys.maxsize
-        if parking is not None and callbacks.on_message is not None and callbacks.concurrency == 1:
-            inbox.summon(self._spawn, parking)
+        self._on_demand = (
+            parking is not None and callbacks.on_message is not None and callbacks.concurrency == 1
+        )
+        if self._on_demand:
+            assert parking is not None
+            inbox.summon(self._spawn, parking, running=callbacks.opens)
 
     def start(self) -> None:
-        """Run `on_open`, then the messages."""
-        self._spawn(opening=True)
+        """Run `on_open`, then the messages (on demand, with no `on_open` to run: when the
+        first message arrives)."""
+        if self._callbacks.opens or not self._on_demand:
+            self._spawn(opening=True)
 
     def _spawn(self, opening: bool = False) -> None:
         self._scope = anyio.CancelScope()

@@ -55,6 +55,8 @@ class Declared:
     on_connect: Callable[..., Awaitable[None]]
     on_open: Callable[..., Awaitable[None]]
     on_close: Callable[..., Awaitable[None]]
+    #: Whether `on_open` was declared (else it does nothing, and need not be run).
+    opens: bool = True
 
 
 class Callbacks:
@@ -85,6 +87,11 @@ class Callbacks:
 
     def on_open(self) -> Awaitable[None]:
         return self._declared.on_open(self._subject)
+
+    @property
+    def opens(self) -> bool:
+        """Whether `on_open` does anything (it was declared)."""
+        return self._declared.opens
 
     def on_close(self, was_clean: bool, code: int, reason: str) -> Awaitable[None]:
         return self._declared.on_close(self._subject, was_clean, code, reason)
@@ -167,7 +174,7 @@ class FunctionEndpoint(Endpoint):
         self.functions: dict[str, Callable[..., Awaitable[Any]]] = {}
         self.decoder: MessageDecoder | None = None
         self._handler_calls: list[Callable[..., Awaitable[Any]]] = []
-        self._declared = Declared(_noop, _noop, _noop)
+        self._declared = Declared(_noop, _noop, _noop, opens=False)
 
     def declare_sends(self, models: tuple[type[BaseModel], ...]) -> None:
         self.sends = (*self.sends, *checked_models(models))
@@ -328,7 +335,10 @@ class ConnectorEndpoint(Endpoint):
         self.custom_invalid = cls.on_invalid is not Connector.on_invalid
         self.sends = checked_models(tuple(cls.sends))
         self._declared = Declared(
-            as_async(cls.on_connect), as_async(cls.on_open), as_async(cls.on_close)
+            as_async(cls.on_connect),
+            as_async(cls.on_open),
+            as_async(cls.on_close),
+            opens=cls.on_open is not Connector.on_open,
         )
 
     @property

@@ -118,12 +118,14 @@ class Inbox:
             self._idle = False
             self._start_consumer()
 
-    def summon(self, start_consumer: Callable[[], None], parking: Parking) -> None:
+    def summon(self, start_consumer: Callable[[], None], parking: Parking, running: bool) -> None:
         """Let the consumer leave when `next` finds nothing to take: then call
-        ``start_consumer`` at the next message. It waits for one at ``parking``, which
-        sends it away after a while (see [Parking][wsapp.dispatcher.Parking])."""
+        ``start_consumer`` at the next message (at the first one, unless a consumer is
+        ``running`` already). It waits for one at ``parking``, which sends it away after a
+        while (see [Parking][wsapp.dispatcher.Parking])."""
         self._start_consumer = start_consumer
         self._parking = parking
+        self._idle = not running
 
     def expire(self) -> None:
         """Send the consumer away if it is still waiting (`next` returns None)."""
