@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import ClassVar
 
@@ -71,7 +72,9 @@ class Headers(_MultiMapping):
 
     @staticmethod
     def _normalize(key: str) -> str:
-        return key.lower()
+        # Interned: every request has the same few names, which every open connection would
+        # otherwise keep a copy of (an interned string is freed once no one uses it).
+        return sys.intern(key.lower())
 
 
 class MutableHeaders(Headers):
