@@ -403,6 +403,27 @@ def test_the_fast_path_answers_any_bytes_in_any_chunking_as_wsproto_does(
         assert session_state(fast) == session_state(reference)
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [b"", "bye ✓".encode(), b"\xff", "é".encode()[:1], "✓".encode() * 41, b"x" * 123],
+    ids=["none", "utf8", "invalid", "cut-character", "at-most-125-bytes", "longest"],
+)
+def test_the_fast_path_reads_and_answers_every_close_code_as_wsproto_does(reason: bytes) -> None:
+    # Every code a frame can carry, then the close frame the transport answers with: its
+    # own code echoed back (RFC 6455 5.5.1), as SocketTransport does.
+    payloads = [b"", b"\x03"] + [code.to_bytes(2, "big") + reason for code in range(5200)]
+    for payload in payloads:
+        data = frame(OP_CLOSE, payload[:125]) + frame(OP_TEXT, b"after the close")
+        answers: list[tuple[Event, bytes, tuple[bool, bool, bool, bytes]]] = []
+        for session in (Session(Limits()), Session(Limits(), fast_path=False)):
+            (event,) = session.receive_data(data)
+            assert isinstance(event, CloseReceived | ProtocolFailure)
+            echo = session.send_close(event.code, event.reason)
+            answers.append((event, echo, session_state(session)))
+        fast, reference = answers
+        assert fast == reference, payload
+
+
 @st.composite
 def large_traffic(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     """Messages larger than the pieces the fast path copies together, among other traffic."""

@@ -15,6 +15,7 @@ import zlib
 
 __all__ = [
     "OPCODE_BINARY",
+    "OPCODE_CLOSE",
     "OPCODE_PING",
     "OPCODE_PONG",
     "OPCODE_TEXT",
@@ -25,6 +26,7 @@ __all__ = [
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9
 OPCODE_PONG = 0xA
 

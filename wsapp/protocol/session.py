@@ -17,12 +17,14 @@ from typing import TypeAlias
 from wsproto.connection import SERVER, Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason
 
 from wsapp.protocol.bytequeue import COALESCE_LIMIT, Buffer, ByteQueue
 from wsapp.protocol.closecode import CloseCode
 from wsapp.protocol.deflate import PerMessageDeflate
 from wsapp.protocol.frames import (
     OPCODE_BINARY,
+    OPCODE_CLOSE,
     OPCODE_PING,
     OPCODE_PONG,
     OPCODE_TEXT,
@@ -82,11 +84,49 @@ control event."""
 
 
 _CONTROL_OPCODES = (0x8, 0x9, 0xA)  # close, ping, pong
+#: Codes an endpoint reports but may never send (RFC 6455 7.4.1).
+_LOCAL_ONLY_CODES = (CloseReason.NO_STATUS_RCVD, CloseReason.ABNORMAL_CLOSURE, 1015)
+_MAX_CLOSE_REASON = 123  # bytes: a control frame's 125, less the code
 _COPY_LIMIT = 4096  # payloads above it are unmasked from a view of the buffer, not a copy
 
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _peer_close(payload: bytes) -> CloseReceived | None:
+    """The close a valid close frame's payload reports, as wsproto reports it (its code a
+    `CloseReason` where one is named); None for a payload wsproto fails the session on."""
+    if not payload:
+        return CloseReceived(CloseReason.NO_STATUS_RCVD, "")
+    number = int.from_bytes(payload[:2], "big")
+    if len(payload) == 1 or not 1000 <= number <= 4999:
+        return None
+    try:
+        code: int = CloseReason(number)
+    except ValueError:
+        if number < 3000:  # reserved for the protocol, and not assigned
+            return None
+        code = number
+    if code in _LOCAL_ONLY_CODES:
+        return None
+    try:
+        return CloseReceived(code, payload[2:].decode())
+    except UnicodeDecodeError:
+        return None
+
+
+def _close_payload(code: int, reason: str) -> bytes:
+    """Our close frame's payload, as wsproto builds it: none for the `CloseReason` 1005, 1000
+    for another code that may not be sent, the reason cut to fit, between characters."""
+    if code is CloseReason.NO_STATUS_RCVD:
+        return b""
+    if code in _LOCAL_ONLY_CODES:
+        code = CloseReason.NORMAL_CLOSURE
+    encoded = reason.encode()
+    if len(encoded) > _MAX_CLOSE_REASON:
+        encoded = encoded[:_MAX_CLOSE_REASON].decode(errors="ignore").encode()
+    return code.to_bytes(2, "big") + encoded
 
 
 def message_too_big(limit: int) -> ProtocolFailure:
@@ -168,8 +208,8 @@ class Session:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete, in order."""
-        if self.closed:
-            return []
+        if self.closed or self.close_received:
+            return []  # nothing counts after the peer's close (wsproto ignores it too)
         if not self._fast:
             return self._parse(data)
         return self._receive_fast(data)
@@ -232,6 +272,22 @@ class Session:
             masked = second & 0x80
             size = header + (4 if masked else 0) + length
             fin = first & 0x80
+            if opcode == OPCODE_CLOSE and masked and first & 0x70 == 0 and self._ws is None:
+                # The peer's close before wsproto is needed (final and short, checked above):
+                # a connection that only ever exchanged whole messages ends without it too.
+                stop = position + size
+                if stop > end:
+                    wanted = size
+                    break
+                start = stop - length
+                received = _peer_close(unmask(view[start:stop], view[start - 4 : start]))
+                if received is None:
+                    self._delegated = size  # for wsproto to fail, with its code and reason
+                    continue
+                self.close_received = True
+                events.append(received)
+                position = end  # what follows a close is not read, as wsproto does not
+                break
             if opcode >= OPCODE_PING and masked and first & 0x70 == 0 and self._ws is None:
                 # A ping or a pong (final and short, checked above) before wsproto is needed:
                 # keepalive alone must not make it. Without wsproto the session is open, so a
@@ -404,6 +460,8 @@ class Session:
         if self.close_sent:
             return b""
         self.close_sent = True
+        if self._ws is None and self.close_received:  # the answer to a close read above
+            return encode_frame(OPCODE_CLOSE, _close_payload(code, reason))
         ws = self._wsproto
         if ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             return b""
