@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 
 import anyio
 import pytest
@@ -131,3 +132,26 @@ async def test_context_variables_flow_from_callback_to_callback_as_in_one_task()
             await raw.read_close()
             await closed.wait()
     assert seen_by_on_close == ["set by second"]
+
+
+async def test_a_forced_shutdown_cancels_a_callback_that_never_returns_and_on_close_runs() -> None:
+    app = wsapp.App(close_timeout=60)  # far beyond the test's own timeout
+    handling = anyio.Event()
+    closed: list[int] = []
+
+    @app.on_message
+    async def stuck(conn: wsapp.Connection, message: str) -> None:
+        handling.set()
+        await anyio.sleep_forever()
+
+    @app.on_close
+    async def gone(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        closed.append(code)
+
+    async with anyio.create_task_group() as tg:
+        server: wsapp.Server = await tg.start(partial(app.serve, "127.0.0.1", 0))
+        async with RawClient.connect(port(server)) as raw:
+            await raw.send(frame(OP_TEXT, b"hang"))
+            await handling.wait()
+            server.force_shutdown()  # the serve task, and so this group, ends at once
+    assert closed == [1006]  # the callbacks' task was cancelled, then on_close ran
