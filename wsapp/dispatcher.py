@@ -122,7 +122,8 @@ class Dispatcher:
         self._scope: anyio.CancelScope | None = None  # of the running task
         self._done: anyio.Event | None = None  # made by `finish`, set when the task ends
         self._context: contextvars.Context | None = None  # as the last task left it
-        #: What the transport raised beside the callbacks, if anything (see `finish`).
+        #: What the transport raised beside the callbacks, if anything: the connection's
+        #: `lifecycle.run` raises it once `on_close` has run.
         self.failure: Exception | None = None
         # Messages to let by before the first timed one: never, unless something reads them.
         timed = metrics.timing or conn.settings.metrics_path is not None
@@ -179,7 +180,7 @@ class Dispatcher:
         except Exception as exc:
             # Not a callback's (those close with 1011): the transport failed. This task may
             # run among the server's shared tasks, which nothing it raises may reach: the
-            # connection is dropped, and `finish` raises it in the connection's own task.
+            # connection is dropped, and its own task raises this once on_close has run.
             self.failure = exc
             self._transport.abort(f"internal error: {exc!r}")
         finally:

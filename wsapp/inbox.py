@@ -97,7 +97,7 @@ class Inbox:
             readable.set()
             self._readable = None
         elif self._idle:
-            self._wake_reader()
+            self._wake_consumer()
 
     def _turn_away(self, limited: RateLimited) -> None:
         """Queue ``limited`` in the place of a message, or count it in the one just queued."""
@@ -108,9 +108,10 @@ class Inbox:
             last.retry_after = limited.retry_after
         elif not self._closed:
             items.append(limited)
-            self._wake_reader()
+            self._wake_consumer()
 
-    def _wake_reader(self) -> None:
+    def _wake_consumer(self) -> None:
+        """Wake the consumer waiting for a message, or start one if none runs."""
         if self._readable is not None:
             self._readable.set()
             self._readable = None
@@ -131,7 +132,7 @@ class Inbox:
         """Send the consumer away if it is still waiting (`next` returns None)."""
         if self._readable is not None and not self._items:
             self._expired = True
-            self._wake_reader()
+            self._wake_consumer()
 
     async def next(self, linger: bool) -> Message | RateLimited | None:
         """The next message, as `get`; or None, and the consumer must leave, when there is
