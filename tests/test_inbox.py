@@ -189,9 +189,19 @@ class Summoned:
         self.starts += 1
 
 
-async def take_lingering(inbox: Inbox, taken: list[Message | RateLimited | None]) -> None:
-    """Take the next message as a lingering consumer: None if it was sent away."""
-    taken.append(await inbox.next(linger=True))
+@asynccontextmanager
+async def lingering_consumer(inbox: Inbox) -> AsyncIterator[list[Message | RateLimited | None]]:
+    """A consumer waiting for the next message in a task of its own, for the block: what it
+    took (None: it was sent away) is in the list once the block has ended."""
+    taken: list[Message | RateLimited | None] = []
+
+    async def take() -> None:
+        taken.append(await inbox.next(linger=True))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take)
+        await anyio.wait_all_tasks_blocked()
+        yield taken
 
 
 async def test_a_consumer_that_may_not_linger_leaves_an_empty_inbox_at_once() -> None:
@@ -208,10 +218,7 @@ async def test_a_consumer_that_may_not_linger_leaves_an_empty_inbox_at_once() ->
 async def test_a_lingering_consumer_is_sent_away_after_a_whole_parking_period() -> None:
     inbox = new_inbox()
     summoned = Summoned(inbox)
-    taken: list[Message | RateLimited | None] = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take_lingering, inbox, taken)
-        await anyio.wait_all_tasks_blocked()
+    async with lingering_consumer(inbox) as taken:
         summoned.parking.sweep()  # it began waiting after the last sweep: it stays
         await anyio.wait_all_tasks_blocked()
         assert taken == []
@@ -224,10 +231,7 @@ async def test_a_lingering_consumer_is_sent_away_after_a_whole_parking_period() 
 async def test_a_message_arriving_before_the_sweep_keeps_the_consumer() -> None:
     inbox = new_inbox()
     summoned = Summoned(inbox)
-    taken: list[Message | RateLimited | None] = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take_lingering, inbox, taken)
-        await anyio.wait_all_tasks_blocked()
+    async with lingering_consumer(inbox) as taken:
         summoned.parking.sweep()
         await inbox.put("just in time", 10, 1000)
         summoned.parking.sweep()  # it was no longer waiting: the message is taken
