@@ -206,7 +206,7 @@ class Dispatcher:
             if callbacks.concurrency != 1:
                 await self._concurrently(on_message, callbacks.concurrency)
             else:
-                await self._one_at_a_time(on_message, linger=not opening)
+                await self._one_at_a_time(self._inbox.next, on_message, linger=not opening)
         except (anyio.EndOfStream, ConnectionClosed):
             pass  # the connection ended first: not an error
         except Exception:
@@ -220,23 +220,25 @@ class Dispatcher:
         return None
 
     async def _one_at_a_time(
-        self, on_message: Callable[[Message], Awaitable[None]], linger: bool
+        self,
+        take: Callable[[bool], Awaitable[Message | RateLimited | None]],
+        on_message: Callable[[Message], Awaitable[None]],
+        linger: bool,
     ) -> None:
-        """In order, each message after the previous one's handler returned (the default),
-        until the inbox sends this task away (see `Inbox.next`).
+        """In order, each message ``take`` gives after the previous one's handler returned,
+        until it gives None (the inbox sent this task away: see `Inbox.next`).
 
         One handler run in `HANDLER_SAMPLING` is timed into the handler-duration histogram
         after ``_untimed`` messages: the per-message path pays a countdown, not two clock
         readings.
         """
-        next_message = self._inbox.next
         conn = self._conn
         durations = self._metrics.handler_duration
         clock = time.perf_counter
         untimed = self._untimed
         try:
             while True:
-                message = await next_message(linger)
+                message = await take(linger)
                 if message is None:
                     return
                 linger = True
@@ -262,41 +264,23 @@ class Dispatcher:
     async def _concurrently(
         self, on_message: Callable[[Message], Awaitable[None]], limit: int
     ) -> None:
-        """``limit`` workers take messages in turn: up to that many handlers at once, and a
-        message is taken only when a worker is free, so a busy connection still stops
-        reading."""
+        """``limit`` workers, each handling messages one at a time, take them in turn: up to
+        that many handlers at once, and a message is taken only when a worker is free, so a
+        busy connection still stops reading."""
         failure: list[Exception] = []
-        clock = time.perf_counter
-        inbox, conn = self._inbox, self._conn
-        durations = self._metrics.handler_duration
+        get = self._inbox.get
+
+        def take(linger: bool) -> Awaitable[Message | RateLimited]:
+            return get()  # a worker never leaves: it waits for the next message
 
         async def worker() -> None:
-            get = inbox.get
-            countdown = self._untimed  # each worker samples its own share
-            while True:
-                try:
-                    message = await get()
-                except anyio.EndOfStream:
-                    return
-                if isinstance(message, RateLimited):
-                    await enforce(conn, message)
-                    continue
-                countdown -= 1
-                started = clock() if countdown < 0 else 0.0
-                try:
-                    await on_message(message)
-                except ConnectionClosed:
-                    pass
-                except JoinRefused as refused:
-                    await _answer(conn, refused)
-                except Exception as exc:
-                    failure.append(exc)
-                    tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
-                    return
-                finally:
-                    if countdown < 0:
-                        durations.observe(clock() - started)
-                        countdown = HANDLER_SAMPLING - 1
+            try:
+                await self._one_at_a_time(take, on_message, linger=True)
+            except anyio.EndOfStream:
+                return
+            except Exception as exc:
+                failure.append(exc)
+                tg.cancel_scope.cancel()  # the connection closes with 1011: stop the others
 
         async with anyio.create_task_group() as tg:
             for _ in range(limit):

@@ -17,7 +17,14 @@ from typing import TypeAlias
 from wsproto.connection import SERVER, Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import (
+    LOCAL_ONLY_CLOSE_REASONS,
+    MAX_CLOSE_REASON,
+    MAX_PAYLOAD_NORMAL,
+    MAX_PROTOCOL_CLOSE_REASON,
+    MIN_CLOSE_REASON,
+    CloseReason,
+)
 
 from wsapp.protocol.bytequeue import COALESCE_LIMIT, Buffer, ByteQueue
 from wsapp.protocol.closecode import CloseCode
@@ -84,9 +91,7 @@ control event."""
 
 
 _CONTROL_OPCODES = (0x8, 0x9, 0xA)  # close, ping, pong
-#: Codes an endpoint reports but may never send (RFC 6455 7.4.1).
-_LOCAL_ONLY_CODES = (CloseReason.NO_STATUS_RCVD, CloseReason.ABNORMAL_CLOSURE, 1015)
-_MAX_CLOSE_REASON = 123  # bytes: a control frame's 125, less the code
+_MAX_CLOSE_REASON = MAX_PAYLOAD_NORMAL - 2  # bytes: a control frame's payload, less the code
 _COPY_LIMIT = 4096  # payloads above it are unmasked from a view of the buffer, not a copy
 
 
@@ -100,15 +105,15 @@ def _peer_close(payload: bytes) -> CloseReceived | None:
     if not payload:
         return CloseReceived(CloseReason.NO_STATUS_RCVD, "")
     number = int.from_bytes(payload[:2], "big")
-    if len(payload) == 1 or not 1000 <= number <= 4999:
+    if len(payload) == 1 or not MIN_CLOSE_REASON <= number <= MAX_CLOSE_REASON:
         return None
     try:
         code: int = CloseReason(number)
     except ValueError:
-        if number < 3000:  # reserved for the protocol, and not assigned
+        if number <= MAX_PROTOCOL_CLOSE_REASON:  # reserved for the protocol, not assigned
             return None
         code = number
-    if code in _LOCAL_ONLY_CODES:
+    if code in LOCAL_ONLY_CLOSE_REASONS:
         return None
     try:
         return CloseReceived(code, payload[2:].decode())
@@ -121,7 +126,7 @@ def _close_payload(code: int, reason: str) -> bytes:
     for another code that may not be sent, the reason cut to fit, between characters."""
     if code is CloseReason.NO_STATUS_RCVD:
         return b""
-    if code in _LOCAL_ONLY_CODES:
+    if code in LOCAL_ONLY_CLOSE_REASONS:
         code = CloseReason.NORMAL_CLOSURE
     encoded = reason.encode()
     if len(encoded) > _MAX_CLOSE_REASON:
@@ -208,7 +213,7 @@ class Session:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete, in order."""
-        if self.closed or self.close_received:
+        if self.failed or self.close_received:
             return []  # nothing counts after the peer's close (wsproto ignores it too)
         if not self._fast:
             return self._parse(data)
