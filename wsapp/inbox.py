@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from wsapp.concurrency import Signal, signal_factory
 from wsapp.metrics import payload_size
 from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
@@ -41,6 +42,7 @@ class Inbox:
         "_items",
         "_limiter",
         "_metrics",
+        "_new_signal",
         "_parking",
         "_readable",
         "_size",
@@ -56,8 +58,9 @@ class Inbox:
         self._items: list[Message | RateLimited] = []
         self._size = 0  # len() of the queued messages (characters for text)
         self._closed = False
-        self._readable: anyio.Event | None = None
-        self._writable: anyio.Event | None = None
+        self._new_signal = signal_factory()  # a wait per message: the cheapest way
+        self._readable: Signal | None = None
+        self._writable: Signal | None = None
         self._parking: Parking | None = None  # with a consumer that leaves when idle
         self._start_consumer: Callable[[], None] | None = None
         self._idle = False  # the consumer left: the next message starts another
@@ -86,7 +89,7 @@ class Inbox:
             len(self._items) >= count or (self._items and self._size + length > size)
         ) and not self._closed:
             if self._writable is None:
-                self._writable = anyio.Event()
+                self._writable = self._new_signal()
             await self._writable.wait()
         if self._closed:
             return
@@ -160,7 +163,7 @@ class Inbox:
         if self._closed:
             raise anyio.EndOfStream
         if self._readable is None:
-            self._readable = anyio.Event()
+            self._readable = self._new_signal()
         await self._readable.wait()
 
     def _take(self) -> Message | RateLimited:

@@ -26,6 +26,8 @@ from typing import NoReturn, Protocol
 import anyio
 import anyio.lowlevel
 
+from wsapp.concurrency import signal_factory
+
 __all__ = ["BATCH", "MAX_DELAY", "QUIET_TICKS", "Flushable", "Flusher"]
 
 #: Ticks without a new frame after which the backlog is taken to be over (a message can take
@@ -50,7 +52,8 @@ class Flusher:
 
     def __init__(self) -> None:
         self._due: list[Flushable] = []
-        self._wake = anyio.Event()
+        self._new_signal = signal_factory()  # woken once per tick, or per lone reply
+        self._wake = self._new_signal()
         #: Frames queued so far (the flusher compares it before and after a tick).
         self.queued = 0
 
@@ -63,7 +66,7 @@ class Flusher:
     async def run(self) -> NoReturn:
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake = self._new_signal()
             await self._hold()
             due, self._due = self._due, []
             for connection in due:

@@ -23,6 +23,8 @@ from typing import Any, cast
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
+from wsapp.concurrency import running_asyncio
+
 __all__ = ["ProtocolStream", "acceptor", "receiver"]
 
 #: The most bytes one read of a socket takes (anyio's own default).
@@ -196,18 +198,10 @@ class ProtocolStream(SocketStream):
         await anyio.lowlevel.checkpoint()
 
 
-def _is_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def acceptor(listener: SocketListener) -> Callable[[], Awaitable[SocketStream]]:
     """The function that accepts the next connection of ``listener`` as a stream: anyio's own
     on Trio, a `ProtocolStream` on asyncio (and uvloop). Call it in the loop that serves."""
-    if not _is_asyncio():
+    if not running_asyncio():
         return listener.accept
     raw = listener.extra(SocketAttribute.raw_socket)
     loop = asyncio.get_running_loop()
@@ -238,7 +232,7 @@ def receiver(stream: ByteStream) -> Callable[[], Awaitable[bytes]]:
     """The function that reads the next bytes of ``stream``, as its ``receive`` does: on
     Trio, for a plain socket stream, one that waits for the socket to be readable and
     reads it; otherwise the stream's own. Call it in the loop that serves."""
-    if _is_asyncio() or not isinstance(stream, SocketStream):
+    if running_asyncio() or not isinstance(stream, SocketStream):
         return stream.receive
     return partial(_receive_when_readable, stream.extra(SocketAttribute.raw_socket))
 
