@@ -8,8 +8,9 @@ the same wsapp app as an ASGI app, and the echo endpoint as written with Starlet
 (`bench/starlette_echo.py`); their ratio is the cost of wsapp's ASGI adapter against the
 framework users run there today. With `--metrics`, one more: wsapp serving a metrics path
 (which also times every `on_message`), against wsapp without one: the cost of the metrics.
-With `--against REV`, one more: wsapp as it was at the git revision REV (served from a
-temporary worktree of it), to measure what the commits since then cost or saved.
+With `--against REV`, one more (two with `--asgi`: under uvicorn too): wsapp as it was at
+the git revision REV (served from a temporary worktree of it), to measure what the commits
+since then cost or saved.
 
 Each server runs in its own process; one load generator (this process) drives both with the
 same load: 50 connections, each keeping 10 messages of 32 bytes in flight. Rounds alternate
@@ -319,6 +320,10 @@ def main() -> None:
             port = free_port()
             command = wsapp_command(port, "--backend", args.backend)
             chosen.append((Contender(f"wsapp@{args.against}", command, tree), port))
+            if args.asgi:
+                port = free_port()
+                command = uvicorn_command("examples.echo:app", port, args.backend)
+                chosen.append((Contender(f"wsapp+uvicorn@{args.against}", command, tree), port))
         results = run_rounds(chosen, args.rounds, args.seconds)
     medians = print_medians(results, args.backend)
     print_ratio(medians, "wsapp", "websockets", " (goal: at most 0.80x)")
@@ -328,6 +333,8 @@ def main() -> None:
         print_ratio(medians, "wsapp+metrics", "wsapp", " (goal: at most 1.05x)")
     if args.against:
         print_ratio(medians, "wsapp", f"wsapp@{args.against}")
+        if args.asgi:
+            print_ratio(medians, "wsapp+uvicorn", f"wsapp+uvicorn@{args.against}")
 
 
 @contextmanager
