@@ -262,3 +262,25 @@ async def test_an_inbox_without_summon_never_sends_its_consumer_away() -> None:
     with anyio.move_on_after(0.05) as waited:
         await inbox.next(linger=False)
     assert waited.cancelled_caught  # it waited for a message: nothing starts another
+
+
+async def test_offer_queues_at_once_while_there_is_room_and_gives_the_wait_when_full() -> None:
+    metrics = Metrics(Rooms())
+    inbox = new_inbox(metrics)
+    assert inbox.offer("a", 2, 100) is None
+    assert inbox.offer("b", 2, 100) is None
+    waiting = inbox.offer("c", 2, 100)
+    assert waiting is not None and len(inbox) == 2  # not queued until there is room
+
+    async def wait_for_room() -> None:
+        assert waiting is not None
+        await waiting
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait_for_room)
+        await anyio.wait_all_tasks_blocked()
+        assert len(inbox) == 2
+        assert await inbox.get() == "a"
+    assert [await inbox.get(), await inbox.get()] == ["b", "c"]
+    assert inbox.offer("d", 2, 100) is None
+    assert metrics.messages_received == 4  # each message counted once, waited or not

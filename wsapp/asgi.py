@@ -436,11 +436,14 @@ class ASGITransport:
                 if message is None:
                     continue
                 limit = settings.max_message_size
-                if _too_big(message, limit):
+                # A character is at most 4 bytes: no call at all for the messages nowhere near.
+                if len(message) * 4 > limit and _too_big(message, limit):
                     failure = message_too_big(limit)
                     await self.close(failure.code, failure.reason)
                     continue  # the host still reports the disconnect
-                await inbox.put(message, settings.read_buffer_size, limit)
+                waiting = inbox.offer(message, settings.read_buffer_size, limit)
+                if waiting is not None:
+                    await waiting
             elif kind == "websocket.disconnect":
                 # int(): some hosts report an IntEnum (uvicorn's wsproto implementation)
                 code = int(event.get("code", CloseCode.NO_STATUS_RCVD))

@@ -355,11 +355,13 @@ class SocketTransport:
             for event in session.receive_data(data):
                 kind = type(event)
                 if kind is str or kind is bytes:
-                    await inbox.put(
+                    waiting = inbox.offer(
                         event,  # type: ignore[arg-type]
                         settings.read_buffer_size,
                         settings.max_message_size,
                     )
+                    if waiting is not None:
+                        await waiting
                 elif kind is PingReceived:
                     self._push(event.pong)  # type: ignore[union-attr]
                 elif kind is PongReceived:
