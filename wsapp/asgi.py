@@ -10,7 +10,7 @@ socket transport.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -87,26 +87,6 @@ def _too_big(message: Message, limit: int) -> bool:
         return len(message) > limit
     # A character is 1 to 4 bytes of UTF-8: encode only when the length cannot decide.
     return len(message) > limit or (len(message) * 4 > limit and len(message.encode()) > limit)
-
-
-class _SendTurn:
-    """One host `send` at a time, as ``async with``: anyio's lock, taken without a checkpoint
-    when it is free, which is nearly always (once per message: the checkpoint of a plain
-    ``acquire`` costs more than the rest of wsapp's send)."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = anyio.Lock()
-
-    async def __aenter__(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._lock.release()
 
 
 def _send_event(message: Message) -> dict[str, Any]:
@@ -243,7 +223,10 @@ class ASGITransport:
         self._receive = receive
         self._send = send
         self._opened = False
-        self._turn = _SendTurn()
+        # One host send at a time: a semaphore of one, not a lock, which would find the
+        # current task at every acquire and release to check an owner that `_send_in_turn`
+        # keeps right anyway.
+        self._turn = anyio.Semaphore(1)
         # Host sends begun so far, and whether one is in progress: what _watch_writes checks.
         self._sends = 0
         self._sending = False
@@ -302,29 +285,43 @@ class ASGITransport:
         self._opened = True
         return True
 
-    async def _host_send(self, event: MutableMapping[str, Any]) -> None:
-        """One event to the host; the caller holds the lock.
+    async def _send_in_turn(self, event: MutableMapping[str, Any] | None) -> None:
+        """In this connection's turn to send, to the host: the pushed messages (given first),
+        then ``event`` if any.
 
-        No timeout scope here, nor even a clock reading: one per message would cost more than
-        the rest of the send. _watch_writes enforces write_timeout from beside.
+        The turn is taken without a checkpoint when it is free, which is nearly always: once
+        per message, the checkpoint of a plain ``acquire`` would cost more than the rest of
+        wsapp's send. No timeout scope either, nor even a clock reading, for the same reason:
+        `_watch_writes` enforces `write_timeout` from beside.
         """
-        self._sends += 1
-        self._sending = True
+        turn = self._turn
         try:
-            await self._send(event)
-        except OSError:  # ASGI 2.4: sending after the client left raises an OSError
-            self.abort("connection lost while writing")
-            raise self._record.error() from None
+            turn.acquire_nowait()
+        except anyio.WouldBlock:
+            await turn.acquire()
+        try:
+            pushed = self._pushed
+            while True:
+                current: MutableMapping[str, Any]
+                if pushed:
+                    message = pushed.popleft()
+                    self._pushed_bytes -= len(message)
+                    current = _send_event(message.message)
+                elif event is not None:
+                    current, event = event, None
+                else:
+                    break
+                self._sends += 1
+                self._sending = True
+                try:
+                    await self._send(current)
+                except OSError:  # ASGI 2.4: sending after the client left raises an OSError
+                    self.abort("connection lost while writing")
+                    raise self._record.error() from None
+                finally:
+                    self._sending = False
         finally:
-            self._sending = False
-
-    async def _flush_pushed(self) -> None:
-        """Hand the pushed messages to the host, in order; the caller holds the lock."""
-        pushed = self._pushed
-        while pushed:
-            message = pushed.popleft()
-            self._pushed_bytes -= len(message)
-            await self._host_send(_send_event(message.message))
+            turn.release()
 
     async def _watch_writes(self) -> None:
         """Drop the connection once a send has waited `write_timeout` for the host.
@@ -353,25 +350,22 @@ class ASGITransport:
                 self._wake_pusher = anyio.Event()
                 await self._wake_pusher.wait()
                 continue
-            async with self._turn:
-                try:
-                    await self._flush_pushed()
-                except ConnectionClosed:
-                    return
+            try:
+                await self._send_in_turn(None)
+            except ConnectionClosed:
+                return
 
     def abort(self, why: str) -> None:
         self._record.lose(why)
         self._scope.cancel()
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Coroutine[Any, Any, None]:
+        # Not a coroutine itself: the send is `_send_in_turn`'s, a frame less per message.
         if not self._opened:
             raise RuntimeError("cannot send before the handshake completes (after on_connect)")
         if self._ended:
             raise self._record.error()
-        async with self._turn:
-            if self._pushed:  # pushed first: they were given first
-                await self._flush_pushed()
-            await self._host_send(_send_event(message))
+        return self._send_in_turn(_send_event(message))
 
     def push(self, message: PreparedMessage, limit: int) -> bool:
         if not self._opened:
@@ -397,12 +391,11 @@ class ASGITransport:
         # the host is stalling (a slow consumer's): past it, the connection is dropped.
         timeout = self._settings.close_timeout
         self._scope.deadline = anyio.current_time() + timeout
+        # int(): hosts may check the type (autobahn refuses an IntEnum)
+        event = {"type": "websocket.close", "code": int(code), "reason": reason}
         with anyio.move_on_after(timeout):
             try:
-                async with self._turn:
-                    # int(): hosts may check the type (autobahn refuses an IntEnum)
-                    event = {"type": "websocket.close", "code": int(code), "reason": reason}
-                    await self._host_send(event)
+                await self._send_in_turn(event)  # after what was pushed, as on the socket
             except ConnectionClosed:
                 return
 

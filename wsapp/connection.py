@@ -110,9 +110,7 @@ class Connection(ObjectStream[Message]):
                     f"send() takes str (text), bytes (binary) or a pydantic model, not "
                     f"{type(item).__name__}; use send_json() for other data"
                 )
-        if not self._transport.opened:
-            raise RuntimeError("cannot send before the handshake completes (after on_connect)")
-        await self._transport.send(item)
+        await self._transport.send(item)  # which refuses to send before the handshake
         metrics = self._metrics
         metrics.messages_sent += 1
         # As in Inbox.put: a call only for text that is not ASCII.

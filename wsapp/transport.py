@@ -102,7 +102,8 @@ class Transport(Protocol):
         """Send one whole message; wait while the peer is slow (backpressure), up to
         `write_timeout`, then raise [WriteTimeout][wsapp.WriteTimeout].
 
-        Raises [ConnectionClosed][wsapp.ConnectionClosed] once the connection is closing.
+        Raises [ConnectionClosed][wsapp.ConnectionClosed] once the connection is closing,
+        and RuntimeError before `accept` (saying to send after `on_connect`).
         """
         ...
 

@@ -4,6 +4,7 @@ across the worker processes of `uvicorn --workers 2` through a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 import wsapp
 from examples import chat_rooms
@@ -128,3 +130,25 @@ async def test_a_member_that_stops_reading_is_closed_under_the_host(
                 await anyio.lowlevel.checkpoint()
     assert codes == [(1008, TOO_SLOW)]
     assert app.rooms.stats.slow_closes == 1
+
+
+async def test_a_broadcast_given_before_the_close_goes_out_before_it(host: Host) -> None:
+    app = wsapp.App()
+
+    @app.on_open
+    async def enter(conn: wsapp.Connection) -> None:
+        await conn.join("news")
+        await app.broadcast("news", "last words")  # queued for the host to send
+        await conn.close(4000, "that is all")
+
+    async def listen(url: str) -> tuple[list[str], int | None]:
+        heard = []
+        async with connect(url) as ws:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    heard.append(str(await ws.recv()))
+        return heard, ws.close_code
+
+    async with host.serve(app) as served:
+        heard, code = await client(listen, served.url("/"))
+    assert (heard, code) == (["last words"], 4000)
