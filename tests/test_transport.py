@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 import pytest
+from anyio.abc import SocketAttribute
 
 import wsapp
 from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame
@@ -62,7 +63,11 @@ async def accepted(
             anyio.create_task_group() as tg,
         ):
             server_end = await (acceptor(listener) if flushed else listener.accept)()
-            transport = SocketTransport(wrap(server_end), settings, KEY, flusher=flusher, tasks=tg)
+            stream = wrap(server_end)
+            sock = server_end.extra(SocketAttribute.raw_socket) if stream is server_end else None
+            transport = SocketTransport(
+                stream, settings, KEY, flusher=flusher, tasks=tg, raw_socket=sock
+            )
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
             rooms = Rooms()
             metrics = Metrics(rooms)

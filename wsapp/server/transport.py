@@ -24,7 +24,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketStream
+from anyio.abc import ByteStream
 
 from wsapp.exceptions import ConnectionClosed, WriteTimeout
 from wsapp.inbox import Inbox
@@ -65,9 +65,10 @@ class SocketTransport:
     Implements [Transport][wsapp.transport.Transport]. ``key`` is the client's
     `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
     ``settings`` bounds the handshake answer; once accepted, the connection's own settings
-    (read live) take over. With a ``flusher``, frames go straight to the socket of a plain
-    socket stream at the end of each tick; ``keepalive`` sends the pings. The writer task, if
-    one is needed, runs in ``tasks`` (required to `run`; it outlives no connection).
+    (read live) take over. With a ``flusher`` and the ``raw_socket`` of a plain socket
+    stream, frames go straight to that socket at the end of each tick; ``keepalive`` sends
+    the pings. The writer task, if one is needed, runs in ``tasks`` (required to `run`; it
+    outlives no connection).
     """
 
     __slots__ = (
@@ -102,12 +103,11 @@ class SocketTransport:
         flusher: Flusher | None = None,
         keepalive: Keepalive | None = None,
         tasks: anyio.abc.TaskGroup | None = None,
+        raw_socket: socket.socket | None = None,
     ) -> None:
         self._stream = stream
-        self._socket: socket.socket | None = None
-        if flusher is not None and isinstance(stream, SocketStream):
-            self._socket = stream.extra(SocketAttribute.raw_socket)
         # Only a plain socket can be flushed without awaiting; other streams wake the writer.
+        self._socket = raw_socket if flusher is not None else None
         self._flusher = flusher if self._socket is not None else None
         self._flush_due = False
         self._keepalive = keepalive
