@@ -284,3 +284,22 @@ async def test_offer_queues_at_once_while_there_is_room_and_gives_the_wait_when_
     assert [await inbox.get(), await inbox.get()] == ["b", "c"]
     assert inbox.offer("d", 2, 100) is None
     assert metrics.messages_received == 4  # each message counted once, waited or not
+
+
+async def test_take_nowait_takes_what_is_queued_and_makes_room() -> None:
+    inbox = new_inbox()
+    assert inbox.take_nowait() is None
+    assert inbox.offer("", 1, 100) is None  # an empty message is a message, not "none"
+    waiting = inbox.offer("next", 1, 100)
+    assert waiting is not None
+    async with anyio.create_task_group() as tg:
+
+        async def wait_for_room() -> None:
+            assert waiting is not None
+            await waiting
+
+        tg.start_soon(wait_for_room)
+        await anyio.wait_all_tasks_blocked()
+        assert inbox.take_nowait() == ""
+    assert inbox.take_nowait() == "next"
+    assert inbox.take_nowait() is None

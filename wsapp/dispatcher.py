@@ -225,8 +225,9 @@ class Dispatcher:
         on_message: Callable[[Message], Awaitable[None]],
         linger: bool,
     ) -> None:
-        """In order, each message ``take`` gives after the previous one's handler returned,
-        until it gives None (the inbox sent this task away: see `Inbox.next`).
+        """In order, each message of the inbox after the previous one's handler returned:
+        taken at once while one is queued, else from ``take``, until it gives None (the inbox
+        sent this task away: see `Inbox.next`).
 
         One handler run in `HANDLER_SAMPLING` is timed into the handler-duration histogram
         after ``_untimed`` messages: the per-message path pays a countdown, not two clock
@@ -236,11 +237,14 @@ class Dispatcher:
         durations = self._metrics.handler_duration
         clock = time.perf_counter
         untimed = self._untimed
+        take_nowait = self._inbox.take_nowait
         try:
             while True:
-                message = await take(linger)
+                message = take_nowait()
                 if message is None:
-                    return
+                    message = await take(linger)
+                    if message is None:
+                        return
                 linger = True
                 if isinstance(message, RateLimited):
                     await enforce(conn, message)
