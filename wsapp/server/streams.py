@@ -228,13 +228,16 @@ def acceptor(listener: SocketListener) -> Callable[[], Awaitable[SocketStream]]:
     return accept
 
 
-def receiver(stream: ByteStream) -> Callable[[], Awaitable[bytes]]:
+def receiver(
+    stream: ByteStream, raw_socket: socket.socket | None
+) -> Callable[[], Awaitable[bytes]]:
     """The function that reads the next bytes of ``stream``, as its ``receive`` does: on
-    Trio, for a plain socket stream, one that waits for the socket to be readable and
-    reads it; otherwise the stream's own. Call it in the loop that serves."""
-    if running_asyncio() or not isinstance(stream, SocketStream):
+    Trio, given the ``raw_socket`` of a plain socket stream, one that waits for that socket
+    to be readable and reads it; otherwise the stream's own. Call it in the loop that
+    serves."""
+    if raw_socket is None or running_asyncio():
         return stream.receive
-    return partial(_receive_when_readable, stream.extra(SocketAttribute.raw_socket))
+    return partial(_receive_when_readable, raw_socket)
 
 
 async def _receive_when_readable(sock: socket.socket) -> bytes:

@@ -66,9 +66,9 @@ class SocketTransport:
     `Sec-WebSocket-Key`; ``initial`` holds bytes that arrived right behind the request head.
     ``settings`` bounds the handshake answer; once accepted, the connection's own settings
     (read live) take over. With a ``flusher`` and the ``raw_socket`` of a plain socket
-    stream, frames go straight to that socket at the end of each tick; ``keepalive`` sends
-    the pings. The writer task, if one is needed, runs in ``tasks`` (required to `run`; it
-    outlives no connection).
+    stream, frames go straight to that socket at the end of each tick (and on Trio it is read
+    directly too); ``keepalive`` sends the pings. The writer task, if one is needed, runs in
+    ``tasks`` (required to `run`; it outlives no connection).
     """
 
     __slots__ = (
@@ -341,7 +341,7 @@ class SocketTransport:
 
     async def _read(self, session: Session, inbox: Inbox) -> None:
         settings = self._settings
-        receive = receiver(self._stream)
+        receive = receiver(self._stream, self._socket)
         pending, self._initial = self._initial, b""
         while not session.closed:
             if pending:
