@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
@@ -107,6 +108,9 @@ class App(CallbackDecorators):
             answer with an error reply. See "Security and rate limits".
         **overrides: Shorthand for single settings, e.g. `App(subprotocols=["chat"])`.
 
+    The five dispatch policies (`concurrency` to `on_rate_limit`) are also those of every
+    `route`, except where the route sets its own.
+
     The decorators `on_connect`, `on_open`, `on_message`, `on_invalid` and `on_close`
     declare the callbacks for every path that no `route` claims.
 
@@ -208,11 +212,11 @@ class App(CallbackDecorators):
         self,
         pattern: str,
         *,
-        concurrency: int = 1,
-        on_invalid: Literal["reply", "close"] = "reply",
-        binary_json: bool = False,
-        on_slow: Literal["close", "drop"] = "close",
-        on_rate_limit: Literal["close", "drop"] = "close",
+        concurrency: int | None = None,
+        on_invalid: Literal["reply", "close"] | None = None,
+        binary_json: bool | None = None,
+        on_slow: Literal["close", "drop"] | None = None,
+        on_rate_limit: Literal["close", "drop"] | None = None,
     ) -> RouteHandlers:
         """Serve `pattern` (e.g. `/rooms/{room}` or `/users/{id:int}`) with its own handlers.
 
@@ -221,10 +225,23 @@ class App(CallbackDecorators):
         decorators (see [RouteHandlers][wsapp.RouteHandlers]).
 
         Path parameters are converted by their type (`str` by default; `int`, `float`,
-        `uuid`, `path`) and available as `conn.request.path_params`. The keyword arguments
-        are this route's dispatch policy, as for `App`.
+        `uuid`, `path`) and available as `conn.request.path_params`.
+
+        The keyword arguments are this route's dispatch policy, as for `App`: each one the
+        route does not set is the App's (`App(on_slow="drop")` makes every route drop,
+        unless a route says `on_slow="close"`).
         """
-        policy = DispatchPolicy(concurrency, on_invalid, binary_json, on_slow, on_rate_limit)
+        chosen: dict[str, Any] = {
+            "concurrency": concurrency,
+            "on_invalid": on_invalid,
+            "binary_json": binary_json,
+            "on_slow": on_slow,
+            "on_rate_limit": on_rate_limit,
+        }
+        policy = replace(
+            self._default.policy,
+            **{name: value for name, value in chosen.items() if value is not None},
+        )
         return RouteHandlers(self.router, pattern, policy)
 
     async def broadcast(
