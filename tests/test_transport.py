@@ -105,12 +105,15 @@ async def test_push_refuses_beyond_the_limit_of_unsent_bytes_queueing_nothing(
 ) -> None:
     async with accepted(flushed) as pair:
         message = PreparedMessage.of("x" * 100)  # a 102-byte frame
-        # Nothing is written between pushes (push never waits), so the unsent bytes add up.
+        # Nothing is written between pushes (push never waits), so the unsent bytes add up;
+        # over a socket, a push that would pass the limit first writes what the socket
+        # takes (a burst of one tick is judged by what the socket leaves), here everything.
         results = [pair.transport.push(message, 500) for _ in range(6)]
-        assert results == [True, True, True, True, False, False]
+        pushed = 6 if flushed else 4
+        assert results == [True] * pushed + [False] * (6 - pushed)
         assert not pair.transport.push(PreparedMessage.of("y" * 600), 500)  # larger than the limit
         await pair.transport.send("after")
-        for _ in range(4):
+        for _ in range(pushed):
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"x" * 100)
         assert await pair.peer.read_frame() == (True, OP_TEXT, b"after")
 
