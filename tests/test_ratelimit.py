@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
@@ -105,16 +106,36 @@ async def test_the_drop_policy_answers_with_an_error_reply_and_keeps_the_connect
             await raw.send(frame(OP_TEXT, f"{n}".encode() * 40))  # 40 bytes each
         replies = [(await raw.read_frame())[2] for _ in range(2)]
         assert replies == [b"0" * 40, b"1" * 40]  # 80 of the 100 bytes; the third is over
-        dropped = 0
-        while dropped < 4:  # one reply per run of dropped messages
-            error = json.loads((await raw.read_frame())[2])
-            assert (error["type"], error["error"]) == ("error", "rate_limited")
-            assert error["detail"] == "more than 1e-06 bytes per second"
-            assert error["retry_after"] > 0
-            dropped += error["dropped"]
-        assert dropped == 4
+        error = json.loads((await raw.read_frame())[2])  # one reply for the run of 4
+        assert (error["type"], error["error"]) == ("error", "rate_limited")
+        assert error["detail"] == "more than 1e-06 bytes per second"
+        assert error["retry_after"] > 0
+        assert 1 <= error["dropped"] <= 4  # those turned away when it was sent
         await raw.send(close_frame(1000))
-        assert await raw.read_close() == (1000, "")  # it stayed open until now
+        assert await raw.read_close() == (1000, "")  # it stayed open until now, no reply more
+        assert app.metrics.rate_limited == 4
+
+
+async def test_a_run_of_dropped_messages_gets_one_reply_however_fast_it_is_answered() -> None:
+    app = echo_app(rate_limit_messages=1, rate_limit_message_burst=2, on_rate_limit="drop")
+    async with running(app) as server, RawClient.connect(port(server)) as raw:
+        for n in range(5):
+            await raw.send(frame(OP_TEXT, f"m{n}".encode()))
+        assert [(await raw.read_frame())[2] for _ in range(2)] == [b"m0", b"m1"]
+        first = json.loads((await raw.read_frame())[2])
+        assert first["error"] == "rate_limited"
+        # The reply has been sent; the flood goes on, within the same run.
+        for n in range(5, 25):
+            await raw.send(frame(OP_TEXT, f"m{n}".encode()))
+        await anyio.sleep(first["retry_after"] + 0.2)  # what the reply says to wait
+        await raw.send(frame(OP_TEXT, b"again"))
+        rest = []
+        while (message := (await raw.read_frame())[2]) != b"again":
+            rest.append(message)
+        await raw.send(close_frame(1000))
+        assert await raw.read_close() == (1000, "")
+    assert rest == []  # no second reply for the same run
+    assert app.metrics.rate_limited == 23
 
 
 async def test_the_reading_form_is_limited_too() -> None:

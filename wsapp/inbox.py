@@ -133,14 +133,10 @@ class Inbox:
             self._wake_consumer()
 
     def _turn_away(self, limited: RateLimited) -> None:
-        """Queue ``limited`` in the place of a message, or count it in the one just queued."""
-        items = self._items
-        last = items[-1] if items else None
-        if isinstance(last, RateLimited) and last.limit == limited.limit:
-            last.dropped += 1
-            last.retry_after = limited.retry_after
-        elif not self._closed:
-            items.append(limited)
+        """Queue the run of turned-away messages ``limited`` in their place when it begins
+        (its later messages only count in it)."""
+        if limited.dropped == 1 and not self._closed:
+            self._items.append(limited)
             self._wake_consumer()
 
     def _wake_consumer(self) -> None:

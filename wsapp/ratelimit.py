@@ -84,14 +84,16 @@ class TokenBucket:
 class RateLimited:
     """Stands in the inbox for the messages a rate limit turned away, in their place.
 
-    Consecutive messages over the limit share one, so a flooding client gets one answer per
-    run of dropped messages, not one per message.
+    Consecutive messages over the limit (a run: until a message is let through again) share
+    one, so a flooding client gets one answer per run of dropped messages, not one per
+    message, however fast the callbacks take it.
 
     Attributes:
         policy: What to do about them: `"close"` with 1008, or `"drop"` them with an error
             reply.
         limit: Which limit, in words (`"10 messages per second"`).
-        dropped: How many messages it stands for.
+        dropped: How many messages it stands for (when it is answered: the run may go on
+            after, silently, counted in the metrics).
         retry_after: Seconds until the client may send again.
     """
 
@@ -129,16 +131,18 @@ class MessageLimiter:
     """The message and byte limits of one connection, read live from its settings (a limit
     set or changed in a callback applies from the next message)."""
 
-    __slots__ = ("_bytes", "_messages", "policy", "settings")
+    __slots__ = ("_bytes", "_messages", "_run", "policy", "settings")
 
     def __init__(self, settings: Settings, policy: RateLimitPolicy) -> None:
         self.settings = settings
         self.policy: RateLimitPolicy = policy
         self._messages: TokenBucket | None = None
         self._bytes: TokenBucket | None = None
+        self._run: RateLimited | None = None  # the messages turned away since the last let in
 
     def judge(self, size: int) -> RateLimited | None:
-        """None if a message of ``size`` payload bytes is within the limits; else why not.
+        """None if a message of ``size`` payload bytes is within the limits; else the run of
+        turned-away messages it joins: a new one (to be answered) when its `dropped` is 1.
 
         The caller skips it while no limit is set (`settings` is public for that check)."""
         settings = self.settings
@@ -154,11 +158,18 @@ class MessageLimiter:
             self._bytes = bucket = _current(self._bytes, byte_rate, burst, now)
             if not bucket.take(size, now):
                 return self._limited(bucket, size, "bytes")
+        self._run = None
         return None
 
     def _limited(self, bucket: TokenBucket, amount: float, unit: str) -> RateLimited:
         limit = f"{bucket.rate:g} {unit} per second"
-        return RateLimited(self.policy, limit, retry_after=bucket.wait(amount))
+        run = self._run
+        if run is not None and run.limit == limit:
+            run.dropped += 1
+            run.retry_after = bucket.wait(amount)
+        else:
+            self._run = run = RateLimited(self.policy, limit, retry_after=bucket.wait(amount))
+        return run
 
 
 def _current(
