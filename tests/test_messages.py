@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -11,7 +12,7 @@ from typing_extensions import TypedDict  # pydantic needs it for TypedDicts befo
 from websockets.asyncio.client import connect
 
 import wsapp
-from tests.helpers import client, running, url
+from tests.helpers import ROOT, client, running, url
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +181,31 @@ async def test_several_handlers_are_dispatched_by_their_type_field() -> None:
 async def test_invalid_messages_keep_the_connection_by_default() -> None:
     replies, _, _ = await talk(chat_app(), "{", "[]", '{"type": "join", "room": "a"}', replies=3)
     assert [r.get("error") for r in replies] == ["invalid_message", "invalid_message", None]
+
+
+def documented_invalid_replies() -> list[Any]:
+    """The error replies the "Invalid messages" section of docs/messages.md shows."""
+    page = (ROOT / "docs" / "messages.md").read_text()
+    section = page.split("## Invalid messages", 1)[1].split("\n## ", 1)[0]
+    return [json.loads(block) for block in re.findall(r"```json[^\n]*\n(.*?)```", section, re.S)]
+
+
+async def test_the_invalid_message_replies_are_the_documented_ones_sent_compact() -> None:
+    one_type, several_types = documented_invalid_replies()
+    invalid_say = '{"type": "say"}'
+
+    async def raw_reply(address: str) -> str | bytes:
+        async with connect(address) as ws:
+            await ws.send(invalid_say)
+            return await ws.recv()
+
+    async with running(echo_app(Say)) as server:
+        sent = await client(raw_reply, url(server))
+    assert json.loads(sent) == one_type
+    assert sent == json.dumps(one_type, separators=(",", ":"))  # compact, as every reply
+    assert (await talk(chat_app(), invalid_say, replies=1))[0] == [several_types]
+    unknown_tag = (await talk(chat_app(), '{"type": "shout"}', replies=1))[0][0]
+    assert [(e["type"], e["loc"]) for e in unknown_tag["detail"]] == [("union_tag_invalid", [])]
 
 
 async def test_on_invalid_close_closes_with_1007() -> None:

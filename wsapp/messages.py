@@ -10,7 +10,6 @@ everything is checked when the handlers are declared, not when the first message
 from __future__ import annotations
 
 import inspect
-import json
 import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 from pydantic import BaseModel, Discriminator, Field, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
+from pydantic_core import to_json
 
 from wsapp.protocol import CloseCode
 from wsapp.transport import Message
@@ -68,7 +68,8 @@ class InvalidMessage(Exception):
     def reply(self) -> str:
         """The error reply sent by default: ``{"type": "error", "error": "invalid_message",
         "detail": [...]}``."""
-        return json.dumps({"type": "error", "error": "invalid_message", "detail": self.errors})
+        reply = {"type": "error", "error": "invalid_message", "detail": self.errors}
+        return to_json(reply).decode()
 
 
 @dataclass(frozen=True, slots=True)
