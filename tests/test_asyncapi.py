@@ -22,6 +22,7 @@ import wsapp
 from tests.apps import typed
 from tests.helpers import ROOT, run_cli
 from wsapp.asyncapi import asyncapi_document
+from wsapp.ratelimit import RateLimited
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "asyncapi-3.0.0.json").read_text())
 SPEC = Draft7Validator(SCHEMA)
@@ -155,6 +156,24 @@ def test_the_invalid_message_reply_is_what_wsapp_sends() -> None:
     assert not error.is_valid({"type": "error", "error": "invalid_message"})
 
 
+def test_the_rate_limited_reply_is_documented_where_it_is_sent_and_is_what_wsapp_sends() -> None:
+    app = wsapp.App(on_rate_limit="drop", rate_limit_messages=10)
+    app.on_message(typed.join)
+    closing = app.route("/strict", on_rate_limit="close")
+    closing.on_message(typed.join)
+    document = check(asyncapi_document(app))
+    operation = document["operations"]["default.join"]
+    assert "rate_limited" in message_names(operation["reply"]["messages"])
+    assert "rate_limited" not in message_names(
+        document["operations"]["strict.join"]["reply"]["messages"]
+    )
+    assert "closes (1008)" in document["channels"]["strict"]["description"]
+    reply = payload(document, "rate_limited")
+    sent = json.loads(RateLimited("drop", "10 messages per second", 3, 0.25).reply())
+    assert list(reply.iter_errors(sent)) == []
+    assert not reply.is_valid({**sent, "dropped": 0})
+
+
 # -- (b) a Connector route: path parameters, a raw handler ----------------------------------
 
 
@@ -271,6 +290,7 @@ class Hook(BaseModel):
     callback: Callable[[], int]  # valid for pydantic, but no JSON Schema
 
 
+# Its routes inherit these policies; those that answer invalid messages say so themselves.
 numbers_app = wsapp.App(on_invalid="close", concurrency=4, binary_json=True)
 
 
@@ -288,18 +308,18 @@ class Points(wsapp.Connector):
         return {"error": "bad point"}
 
 
-@numbers_app.route("/pets/{id:uuid}/{rest:path}")
+@numbers_app.route("/pets/{id:uuid}/{rest:path}", on_invalid="reply")
 class Pets(wsapp.Connector):
     async def on_message(self, message: Pet | typed.Join) -> bytes:
         return b""
 
 
-@numbers_app.route("/text/{ratio:float}")
+@numbers_app.route("/text/{ratio:float}", on_invalid="reply")
 class Text(wsapp.Connector):
     async def on_message(self, message: str) -> None: ...
 
 
-@numbers_app.route("/opaque")
+@numbers_app.route("/opaque", on_invalid="reply")
 class Opaques(wsapp.Connector):
     async def on_message(self, message: bytes) -> Opaque | Hook:
         return Opaque()

@@ -98,6 +98,39 @@ _INVALID_MESSAGE = {
 }
 
 
+#: The error reply of the `"drop"` rate-limit policy (`RateLimited.reply`).
+_RATE_LIMITED = {
+    "name": "rate_limited",
+    "title": "Rate limited",
+    "summary": "The reply to a run of messages over a rate limit, which were dropped.",
+    "description": "Sent once per run of messages over `rate_limit_messages` or "
+    "`rate_limit_bytes` (until one is let through again); the dropped messages never reach "
+    "a handler.",
+    "payload": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "const": "error"},
+            "error": {"type": "string", "const": "rate_limited"},
+            "detail": {
+                "type": "string",
+                "description": "Which limit, e.g. `more than 10 messages per second`.",
+            },
+            "dropped": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "How many messages of the run were dropped when it was sent.",
+            },
+            "retry_after": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Seconds until the client may send again.",
+            },
+        },
+        "required": ["type", "error", "detail", "dropped", "retry_after"],
+    },
+}
+
+
 def asyncapi_document(
     app: App,
     *,
@@ -377,6 +410,13 @@ def _plan_endpoint(
             f"Up to {policy.concurrency} messages of one connection are handled at once, so "
             "replies may come in another order than the messages they answer."
         )
+    if policy.on_rate_limit == "drop":
+        plan.description.append(
+            "A message over a rate limit is dropped; a run of them gets the `rate_limited` "
+            "error reply."
+        )
+    else:
+        plan.description.append("A message over a rate limit, if one is set, closes (1008).")
     invalid_handler = endpoint.invalid_callback
     if not kinds <= {"raw"}:
         if invalid_handler is not None:
@@ -409,6 +449,8 @@ def _plan_endpoint(
                 )
             elif policy.on_invalid == "reply":
                 replies.append(_Message("invalid_message", dict(_INVALID_MESSAGE)))
+        if policy.on_rate_limit == "drop":
+            replies.append(_Message("rate_limited", dict(_RATE_LIMITED)))
         plan.operations.append(
             _Operation(
                 f"{key}.{handler_keys.claim(name)}",
