@@ -1,13 +1,9 @@
 """Chat rooms in class form: `python -m wsapp examples.room:app`, then connect to /rooms/<name>.
 
-A new Room instance serves each connection; the class-level dict holds who is in which room.
+A new Room instance serves each connection; the room itself is one of wsapp's rooms, so a
+message is encoded once for every member, a member that stops reading never holds up the
+others, and the same code spans processes with `--workers` or `--broker`.
 """
-
-import contextlib
-from collections import defaultdict
-from typing import ClassVar
-
-import anyio
 
 import wsapp
 
@@ -16,24 +12,10 @@ app = wsapp.App()
 
 @app.route("/rooms/{room}")
 class Room(wsapp.Connector):
-    members: ClassVar[defaultdict[str, set[wsapp.Connection]]] = defaultdict(set)
-
     async def on_open(self) -> None:
         self.room = self.conn.request.path_params["room"]
-        self.members[self.room].add(self.conn)
-        await self.conn.send(f"joined {self.room} ({len(self.members[self.room])} here)")
+        await self.conn.join(self.room)  # left by itself when the connection ends
+        await self.conn.send(f"joined {self.room} ({app.rooms.count(self.room)} here)")
 
     async def on_message(self, message: str | bytes) -> None:
-        async with anyio.create_task_group() as tg:
-            for member in self.members[self.room]:
-                if member is not self.conn:
-                    tg.start_soon(self._deliver, member, f"{self.conn.id}: {message!s}")
-
-    async def on_close(self, was_clean: bool, code: int, reason: str) -> None:
-        self.members[self.room].discard(self.conn)
-
-    @staticmethod
-    async def _deliver(member: wsapp.Connection, text: str) -> None:
-        # That member may have left while we were sending; its on_close cleans up.
-        with contextlib.suppress(wsapp.ConnectionClosed):
-            await member.send(text)
+        await app.broadcast(self.room, f"{self.conn.id}: {message!s}", exclude=self.conn)
