@@ -1,6 +1,9 @@
 """The tutorial's tests for examples/chat_rooms.py: `python -m pytest examples/test_chat_rooms.py`.
 
-In-process (no server, no port), on asyncio and on Trio, every wait bounded.
+In-process (no server, no port), on asyncio and on Trio, every wait bounded. A test of several
+connections opens them from one running app (`TestClient`), as a server would hold them: each
+`connect(app, ...)` on its own is a whole run of the app, start-up hooks and background tasks
+included.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import anyio
 import pytest
 
 from examples.chat_rooms import app
-from wsapp.testing import HandshakeRefused, connect
+from wsapp.testing import HandshakeRefused, TestClient, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -21,9 +24,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 async def test_everyone_in_the_room_hears_what_is_said() -> None:
     with anyio.fail_after(10):
-        async with connect(app, "/rooms/lobby?name=ada") as ada:
+        async with TestClient(app) as client, client.connect("/rooms/lobby?name=ada") as ada:
             assert await ada.receive_json() == {"type": "here", "room": "lobby", "names": ["ada"]}
-            async with connect(app, "/rooms/lobby?name=bob") as bob:
+            async with client.connect("/rooms/lobby?name=bob") as bob:
                 assert (await bob.receive_json())["names"] == ["ada", "bob"]
                 assert await ada.receive_json() == {
                     "type": "arrived", "room": "lobby", "name": "bob"

@@ -27,7 +27,8 @@ def app() -> wsapp.App:
 
 async def test_a_message_reaches_the_other_member(wsapp_client: TestClient) -> None:
     with anyio.fail_after(10):  # a bound for the whole test, on top of each wait's own
-        async with wsapp_client.connect("/rooms/blue") as alice:
+        # Entered, the client is one run of the app that both connections share.
+        async with wsapp_client, wsapp_client.connect("/rooms/blue") as alice:
             assert await alice.receive() == "joined blue (1 here)"
             async with wsapp_client.connect("/rooms/blue") as bob:
                 assert await bob.receive() == "joined blue (2 here)"

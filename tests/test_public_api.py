@@ -30,7 +30,14 @@ PUBLIC = [
     "WriteTimeout",
 ]
 
-TESTING = ["HandshakeRefused", "SyncWebSocket", "TestClient", "WebSocket", "connect"]
+TESTING = [
+    "HandshakeRefused",
+    "SecondRunWarning",
+    "SyncWebSocket",
+    "TestClient",
+    "WebSocket",
+    "connect",
+]
 
 
 def test_the_public_names_are_exactly_these() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import textwrap
 from typing import Literal
 
+import anyio
 import pytest
 
 import wsapp
 from examples import auth, chat_typed, echo, subprotocols
 from tests.helpers import ONE_CONNECTION_RUN, TIMEOUT, Trace, hooked_app, traced_app
-from wsapp.testing import HandshakeRefused, TestClient, connect
+from wsapp.testing import HandshakeRefused, SecondRunWarning, TestClient, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -243,3 +244,29 @@ async def test_models_and_json_go_out_as_json_text() -> None:
         assert await ws.receive_json() == {"type": "welcome", "members": ["ann"]}
         await ws.send_json({"type": "say", "text": chat_typed.Said(name="x", text="y")})
         assert (await ws.receive_json())["type"] == "error"  # text must be a string
+
+
+async def test_a_connection_opened_inside_another_run_of_the_app_warns_of_the_second_run() -> None:
+    app = wsapp.App()
+    started: list[str] = []
+
+    @app.on_message
+    async def echo(conn: wsapp.Connection, message: str) -> None:
+        await conn.send(message)
+
+    @app.background
+    async def ticker() -> None:
+        started.append("ticker")
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with connect(app, "/") as outer:
+            with pytest.warns(SecondRunWarning, match="open the connections from one TestClient"):
+                async with connect(app, "/"):
+                    pass
+            await outer.send("still here")
+        assert started == ["ticker", "ticker"]  # what the warning is about
+        started.clear()
+        async with TestClient(app) as client, client.connect("/"), client.connect("/"):
+            pass
+        assert started == ["ticker"]  # one run, however many connections

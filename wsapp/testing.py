@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,7 +62,14 @@ from wsapp.transport import Message
 if TYPE_CHECKING:
     from wsapp.app import App
 
-__all__ = ["HandshakeRefused", "SyncWebSocket", "TestClient", "WebSocket", "connect"]
+__all__ = [
+    "HandshakeRefused",
+    "SecondRunWarning",
+    "SyncWebSocket",
+    "TestClient",
+    "WebSocket",
+    "connect",
+]
 
 ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 #: Seconds any single wait of the test client may take unless told otherwise.
@@ -353,6 +362,15 @@ class SyncWebSocket:
         self._portal.call(self._ws.wait_closed, timeout)
 
 
+class SecondRunWarning(UserWarning):
+    """A test connected to an app that it was already running in-process (a `connect(app)`
+    inside another), which runs the app a second time beside the first."""
+
+
+#: The apps this context runs in-process (entered TestClients), to notice a second run.
+_running_apps: ContextVar[tuple[App, ...]] = ContextVar("wsapp_running_apps", default=())
+
+
 class TestClient:
     """Runs an app in-process for tests: start-up hooks, connections, shutdown hooks.
 
@@ -402,11 +420,24 @@ class TestClient:
     async def __aenter__(self) -> TestClient:
         if self._handler is not None:
             raise RuntimeError("this TestClient is already running")
+        running = _running_apps.get()
+        if any(app is self.app for app in running):
+            warnings.warn(
+                "this app is already running in this test (an outer connect(app) or "
+                "TestClient): this connection starts a second run of it, with its start-up "
+                "hooks and background tasks again; to share one run, open the connections from "
+                "one TestClient: `async with TestClient(app) as client:`, then "
+                "`client.connect(...)` for each",
+                SecondRunWarning,
+                stacklevel=3,
+            )
         settings = resolve_settings(self.app.settings, flags=self._overrides)
         handler = StreamHandler(self.app, settings)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(serving(self.app, settings))
             await stack.enter_async_context(handler.running())
+            token = _running_apps.set((*running, self.app))
+            stack.callback(_running_apps.reset, token)
             self._serving = stack.pop_all()
         self._handler = handler
         return self
