@@ -39,6 +39,7 @@ ASYNCAPI_VERSION = "3.0.0"
 Mode = Literal["validation", "serialization"]
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
+_REF_PREFIX = _REF_TEMPLATE.removesuffix("{model}")
 
 #: What each path converter matches, for the description of a channel parameter.
 _CONVERTERS = {
@@ -179,6 +180,8 @@ def asyncapi_document(
         plans.append(_plan_endpoint(router.fallback, fallback_key, None, {}, schemas))
     schemas.generate()
     for plan in plans:
+        if plan.query is not None:
+            plan.query_schema = schemas.inline(plan.query)
         for operation in plan.operations:
             for message in operation.receives + operation.replies:
                 if message.schema is not None:
@@ -245,6 +248,8 @@ class _Plan:
     title: str
     description: list[str]
     operations: list[_Operation] = field(default_factory=list)
+    query: int | None = None  # the query model's schema request, if the endpoint declares one
+    query_schema: dict[str, Any] | None = None
 
 
 class _Keys:
@@ -322,6 +327,15 @@ class _Schemas:
             name: _draft07(schema) for name, schema in definitions.get("$defs", {}).items()
         }
 
+    def inline(self, index: int) -> dict[str, Any] | None:
+        """The schema of request ``index`` itself, not a reference to it (where AsyncAPI
+        wants a schema object: a binding's `query`), if pydantic could write it."""
+        schema = self.results.get(index)
+        ref = schema.get("$ref") if schema is not None else None
+        if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+            return dict(self.definitions[ref.removeprefix(_REF_PREFIX)])
+        return schema
+
     def fill(self, message: _Message) -> None:
         """Set the payload of ``message`` (which asked for a schema) from the generation."""
         assert message.schema is not None
@@ -370,6 +384,12 @@ def _plan_endpoint(
         title = "Any other path"
         description = ["Any path no route claims, served by the App's own callbacks."]
     plan = _Plan(key, address, parameters, title, description)
+    if endpoint.query is not None:
+        plan.query = schemas.request(endpoint.query, "validation")
+        plan.description.append(
+            "Its query parameters are validated at the handshake (the WebSocket binding's "
+            "`query`): a query that does not fit is refused with 400."
+        )
     if endpoint.sends:
         plan.operations.append(
             _Operation(
@@ -590,8 +610,13 @@ def _build_channel(
     if plan.parameters:
         channel["parameters"] = plan.parameters
     channel["messages"] = channel_messages
+    binding: dict[str, Any] = {}
+    if plan.query_schema is not None:
+        binding["query"] = plan.query_schema
     if protocols:
-        channel["bindings"] = {"ws": _subprotocol_binding(protocols)}
+        binding["headers"] = _subprotocol_headers(protocols)
+    if binding:
+        channel["bindings"] = {"ws": {**binding, "bindingVersion": "0.1.0"}}
     return channel, operations
 
 
@@ -606,22 +631,19 @@ def _register(spec: _Message, messages: dict[str, dict[str, Any]]) -> str:
     return key
 
 
-def _subprotocol_binding(protocols: list[str]) -> dict[str, Any]:
+def _subprotocol_headers(protocols: list[str]) -> dict[str, Any]:
     listed = ", ".join(f"`{p}`" for p in protocols)
     return {
-        "headers": {
-            "type": "object",
-            "properties": {
-                "Sec-WebSocket-Protocol": {
-                    "type": "string",
-                    "description": f"The subprotocols the client offers, comma-separated. The "
-                    f"server speaks {listed}, in this order of preference, and picks the first "
-                    "of them the client offers.",
-                    "examples": [protocols[0]],
-                }
-            },
+        "type": "object",
+        "properties": {
+            "Sec-WebSocket-Protocol": {
+                "type": "string",
+                "description": f"The subprotocols the client offers, comma-separated. The "
+                f"server speaks {listed}, in this order of preference, and picks the first "
+                "of them the client offers.",
+                "examples": [protocols[0]],
+            }
         },
-        "bindingVersion": "0.1.0",
     }
 
 

@@ -49,7 +49,12 @@ class Connection(ObjectStream[Message]):
         close_code: Set once closed: the code of the close (see the lifecycle docs).
         close_reason: Set once closed: the reason that came with `close_code`.
         was_clean: Set once closed: whether the closing handshake completed.
+        query: The query parameters, validated into the model the endpoint declares
+            (`route.query(Model)`, a Connector's `query`); None if it declares none.
     """
+
+    #: Set per connection only where the endpoint declares a query model.
+    query: BaseModel | None = None
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
 from wsapp.metrics import Metrics
+from wsapp.query import checked_query_model
 from wsapp.request import Request
 from wsapp.transport import Message
 
@@ -151,6 +152,8 @@ class Endpoint:
     decoder: MessageDecoder | None
     #: Models the endpoint sends outside replies (broadcasts...), for the AsyncAPI document.
     sends: tuple[type[BaseModel], ...] = ()
+    #: The model its query string is validated into at the handshake, if it declares one.
+    query: type[BaseModel] | None = None
 
     @property
     def invalid_callback(self) -> Callable[..., Any] | None:
@@ -178,6 +181,14 @@ class FunctionEndpoint(Endpoint):
 
     def declare_sends(self, models: tuple[type[BaseModel], ...]) -> None:
         self.sends = (*self.sends, *checked_models(models))
+
+    def declare_query(self, model: type[BaseModel]) -> None:
+        if self.query is not None:
+            raise ValueError(
+                f"the query is already declared (as {self.query.__qualname__}); an endpoint "
+                "has one query model"
+            )
+        self.query = checked_query_model(model)
 
     def declare(self, name: str, function: F) -> F:
         check_signature(name, function)
@@ -250,6 +261,15 @@ class CallbackDecorators:
         server sends. A Connector declares them as its `sends` class attribute."""
         self._functions_endpoint().declare_sends(models)
 
+    def query(self, model: type[BaseModel]) -> None:
+        """Declare this endpoint's query parameters as a pydantic model: the handshake
+        validates the query string into it, before `on_connect` (a query that does not fit
+        is refused with 400, saying what is wrong), callbacks read the result as
+        `conn.query`, and the AsyncAPI document lists it. A key repeated in the query gives
+        a list field all its values, any other field the last one. A Connector declares it
+        as its `query` class attribute."""
+        self._functions_endpoint().declare_query(model)
+
     def on_connect(self, function: F) -> F:
         """Declare `on_connect(conn, request)`: runs before the upgrade.
 
@@ -298,6 +318,8 @@ class Connector:
     conn: Connection
     #: Models this endpoint sends besides replies (for the AsyncAPI document).
     sends: ClassVar[tuple[type[BaseModel], ...]] = ()
+    #: The model of its query parameters, validated at the handshake into `conn.query`.
+    query: ClassVar[type[BaseModel] | None] = None
 
     async def on_connect(self, request: Request) -> None:
         """Before the upgrade: raise [Reject][wsapp.Reject] to refuse, set headers..."""
@@ -334,6 +356,7 @@ class ConnectorEndpoint(Endpoint):
         )
         self.custom_invalid = cls.on_invalid is not Connector.on_invalid
         self.sends = checked_models(tuple(cls.sends))
+        self.query = None if cls.query is None else checked_query_model(cls.query)
         self._declared = Declared(
             as_async(cls.on_connect),
             as_async(cls.on_open),

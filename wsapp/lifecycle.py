@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
+from pydantic import BaseModel
 
 from wsapp.connection import Connection
 from wsapp.dispatcher import Dispatcher, Parking
@@ -30,6 +31,7 @@ from wsapp.log import client_text, connection_fields, logger
 from wsapp.looplag import watch_loop_lag
 from wsapp.metrics import Metrics
 from wsapp.protocol import Refusal
+from wsapp.query import validated_query
 from wsapp.ratelimit import HandshakeLimiter, MessageLimiter
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import Rooms
@@ -258,6 +260,13 @@ async def accept(
         await refuse(transport, refusal, path, request.client, metrics)
         return None
     denied = admission_refusal(request, settings, capacity.count - 1, handshakes)
+    query: BaseModel | None = None
+    if denied is None and endpoint.query is not None:
+        validated = validated_query(endpoint.query, request.query_params)
+        if isinstance(validated, Refusal):
+            denied = validated
+        else:
+            query = validated
     if denied is not None:
         await refuse(transport, denied, path, request.client, metrics)
         return None
@@ -273,6 +282,8 @@ async def accept(
         metrics=metrics,
         on_slow=endpoint.policy.on_slow,
     )
+    if query is not None:
+        conn.query = query
     outcome = await _on_connect(endpoint, conn, deadline, metrics)
     if isinstance(outcome, Refusal):
         await refuse(transport, outcome, path, request.client, metrics)
