@@ -236,6 +236,9 @@ class ASGITransport:
         self._inbox: Inbox | None = None
         self._pushed: deque[PreparedMessage] = deque()
         self._pushed_bytes = 0
+        # `_sends` when the pushed backlog began: a backlog the host has not had a turn at
+        # yet is the burst of one tick, not a slow peer, and is not judged by the limit.
+        self._backlog_since = 0
         self._wake_pusher: anyio.Event | None = None
 
     @property
@@ -372,9 +375,15 @@ class ASGITransport:
             raise RuntimeError("cannot push before the handshake completes (after on_connect)")
         if self._ended:
             raise self._record.error()
-        if self._pushed_bytes + len(message) > limit:
+        pushed = self._pushed
+        if not pushed:
+            if len(message) > limit:
+                return False
+            # A send in progress (a host that may be stuck) gives it no exemption.
+            self._backlog_since = -1 if self._sending else self._sends
+        elif self._pushed_bytes + len(message) > limit and self._sends != self._backlog_since:
             return False
-        self._pushed.append(message)
+        pushed.append(message)
         self._pushed_bytes += len(message)
         if self._wake_pusher is not None:
             self._wake_pusher.set()

@@ -23,6 +23,7 @@ from examples import chat_rooms
 from tests.asgi.hosts import Host
 from tests.helpers import ROOT, RedisServer, client
 from tests.rawclient import RawClient
+from tests.test_broadcast_burst import COUNT, bursting, read_everything
 from wsapp.rooms import TOO_SLOW
 
 pytestmark = pytest.mark.anyio
@@ -152,3 +153,16 @@ async def test_a_broadcast_given_before_the_close_goes_out_before_it(host: Host)
     async with host.serve(app) as served:
         heard, code = await client(listen, served.url("/"))
     assert (heard, code) == (["last words"], 4000)
+
+
+@pytest.mark.timeout(30)
+async def test_a_member_reading_at_full_speed_receives_a_whole_burst_under_the_host(
+    host: Host,
+) -> None:
+    # Nothing reaches the host within the tick of the burst: the backlog is judged once the
+    # host has had its turn at it.
+    app = bursting("drop")
+    async with host.serve(app) as listening:
+        received = await client(read_everything, listening.url("/"))
+    assert received == list(range(COUNT))
+    assert app.rooms.stats.dropped == 0
