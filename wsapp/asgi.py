@@ -22,9 +22,8 @@ from wsapp.inbox import Inbox
 from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
-from wsapp.plainhttp import plain_answer
+from wsapp.plainhttp import plain_answer, plain_refusal
 from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
-from wsapp.protocol.handshake import upgrade_required
 from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.settings import ConfigError, Settings, resolve_settings
@@ -157,10 +156,7 @@ class ASGIAdapter:
         if plain is not None:
             await self._respond(send, *plain)
             return
-        if self.app.router.resolve(path) is None:
-            answer = Refusal(404, f"no WebSocket endpoint at {path}")
-        else:
-            answer = upgrade_required()
+        answer = plain_refusal(self.app.router, path)
         headers = [*answer.headers, ("Content-Type", "text/plain; charset=utf-8")]
         await self._respond(send, answer.status, headers, answer.body)
 

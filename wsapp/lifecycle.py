@@ -31,6 +31,7 @@ from wsapp.log import client_text, connection_fields, logger
 from wsapp.looplag import watch_loop_lag
 from wsapp.metrics import Metrics
 from wsapp.protocol import Refusal
+from wsapp.protocol.handshake import no_endpoint
 from wsapp.query import validated_query
 from wsapp.ratelimit import HandshakeLimiter, MessageLimiter
 from wsapp.request import Address, Request, is_origin_allowed
@@ -256,8 +257,7 @@ async def accept(
     endpoint, params = resolved if resolved is not None else (None, {})
     request = build_request(params)
     if endpoint is None:
-        refusal = Refusal(404, f"no WebSocket endpoint at {path}")
-        await refuse(transport, refusal, path, request.client, metrics)
+        await refuse(transport, no_endpoint(path), path, request.client, metrics)
         return None
     denied = admission_refusal(request, settings, capacity.count - 1, handshakes)
     query: BaseModel | None = None

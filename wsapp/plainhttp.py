@@ -1,5 +1,5 @@
-"""The plain HTTP paths operators configure, answered by the built-in server and under ASGI
-alike: the health path and the metrics path.
+"""Plain HTTP requests, answered by the built-in server and under ASGI alike: the paths
+operators configure (the health path and the metrics path), and the refusal of every other.
 
 The health path is how a load balancer learns whether to send this process new clients: 200
 while the server serves, 503 from the moment it starts shutting down. A balancer (or a
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from wsapp.protocol.handshake import Refusal, no_endpoint, upgrade_required
 from wsapp.settings import Settings
 
 if TYPE_CHECKING:
     from wsapp.metrics import Metrics
+    from wsapp.routing import Router
 
-__all__ = ["PlainAnswer", "plain_answer"]
+__all__ = ["PlainAnswer", "plain_answer", "plain_refusal"]
 
 PlainAnswer = tuple[int, list[tuple[str, str]], bytes]
 """Status, headers and body of a response to a plain HTTP request."""
@@ -60,3 +62,15 @@ def plain_answer(
         status = 200
         body, content_type = exposition(metrics, accept)
     return status, [("Content-Type", content_type), _NO_STORE], b"" if method == "HEAD" else body
+
+
+def plain_refusal(router: Router, path: str) -> Refusal:
+    """The answer to a plain HTTP request for any other path: 426 where an endpoint serves
+    ``path`` (it takes a handshake there), else the 404 a handshake there gets too.
+
+    Routed first, so that a browser or curl pointed at a mistyped path learns the path is
+    wrong, not that it spoke the wrong protocol.
+    """
+    if router.resolve(path) is None:
+        return no_endpoint(path)
+    return upgrade_required()

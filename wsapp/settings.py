@@ -225,8 +225,8 @@ class Settings(BaseSettings):
     """A path answered over plain HTTP (GET or HEAD), not as a WebSocket endpoint: 200 `ok`
     while the server serves, 503 once it is shutting down, for load balancers' health checks
     and Kubernetes' readiness probes. `None` (the default): no such path, and every plain
-    HTTP request gets 426 on an endpoint's path and 404 elsewhere. A WebSocket handshake on
-    the same path still goes to its endpoint."""
+    HTTP request gets 426 on an endpoint's path and 404 on a path nothing serves. A WebSocket
+    handshake on the same path still goes to its endpoint."""
 
     metrics_path: str | None = None
     """A path answered over plain HTTP (GET or HEAD) with the Prometheus metrics of the

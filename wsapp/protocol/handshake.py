@@ -23,6 +23,7 @@ __all__ = [
     "http_response",
     "is_websocket_upgrade",
     "negotiate_deflate",
+    "no_endpoint",
     "parse_request_head",
     "switching_protocols",
     "upgrade_required",
@@ -125,6 +126,11 @@ def upgrade_required() -> Refusal:
         "this is a WebSocket endpoint; send a WebSocket handshake",
         [("Upgrade", "websocket"), ("Connection", "Upgrade")],
     )
+
+
+def no_endpoint(path: str) -> Refusal:
+    """The answer to any request, handshake or plain HTTP, on a path no endpoint serves."""
+    return Refusal(404, f"no WebSocket endpoint at {path}")
 
 
 def websocket_key(head: RequestHead) -> str:

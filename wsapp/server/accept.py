@@ -23,7 +23,7 @@ from wsapp import lifecycle
 from wsapp.dispatcher import Parking
 from wsapp.lifecycle import Accepted, Capacity, Servable
 from wsapp.log import logger
-from wsapp.plainhttp import PlainAnswer, plain_answer
+from wsapp.plainhttp import PlainAnswer, plain_answer, plain_refusal
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.protocol.handshake import (
     RequestHead,
@@ -242,7 +242,7 @@ class StreamHandler:
             path, raw_path, query = Request.split_target(head.target)
             upgrade = is_websocket_upgrade(head.headers)
             answer = None if upgrade else self._plain_answer(path, head)
-            key = "" if answer is not None else websocket_key(head)
+            key = websocket_key(head) if upgrade else ""
         except Refusal as refusal:
             await self._refuse(stream, refusal, head.target.partition("?")[0])
             return None
@@ -287,9 +287,10 @@ class StreamHandler:
             deadline,
         )
 
-    def _plain_answer(self, path: str, head: RequestHead) -> PlainAnswer | None:
-        """The answer to a plain HTTP request on the health or metrics path, if it is one."""
-        return plain_answer(
+    def _plain_answer(self, path: str, head: RequestHead) -> PlainAnswer:
+        """The answer to a plain HTTP request on the health or metrics path; on any other
+        path, the `Refusal` raised (404 or 426)."""
+        answer = plain_answer(
             self.settings,
             self.app.metrics,
             path,
@@ -297,6 +298,9 @@ class StreamHandler:
             serving=not (self._draining or self._stopping),
             accept=head.headers.get("accept", ""),
         )
+        if answer is None:
+            raise plain_refusal(self.app.router, path)
+        return answer
 
     async def _refuse(self, stream: ByteStream, refusal: Refusal, path: str) -> None:
         """Refuse a request too malformed to make a transport of."""
