@@ -1,6 +1,7 @@
 """In a real browser (Debian's headless Chromium, driven by Playwright): the tutorial's chat
-page against the tutorial's server, across a server restart; and the documentation site
-(every page loads without console errors, search finds things)."""
+page against the tutorial's server, across a server restart, and against a server refusing
+every handshake (it gives up and says so); and the documentation site (every page loads
+without console errors, search finds things)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import ROOT, serving
+import wsapp
+from examples import chat_rooms
+from tests.helpers import ROOT, port, running, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
 CHROMIUM = "/usr/bin/chromium"
 #: What Chromium logs on its own when a WebSocket cannot connect (the server restarting).
 EXPECTED_ERRORS = re.compile(r"WebSocket connection to .* failed")
+#: How many attempts in a row that never open the chat page makes before it gives up.
+FAILED_OPENS = 5
 
 
 def need_browser() -> Any:
@@ -96,6 +101,15 @@ def lines(page: Any) -> list[str]:
     return list(page.locator("#log li").all_inner_texts())
 
 
+def unexpected(errors: list[str]) -> list[str]:
+    return [error for error in errors if not EXPECTED_ERRORS.search(error)]
+
+
+def chat_page(page_port: int, server_port: int) -> str:
+    """The chat page of examples/, served on ``page_port``, for the server on ``server_port``."""
+    return f"http://127.0.0.1:{page_port}/chat.html?server=ws://127.0.0.1:{server_port}&room=lobby"
+
+
 def chat_across_a_restart(sync_api: Any, page_url: str, restart: Path) -> list[str]:
     """Two people chat, the server restarts (``restart`` touched: --reload), both pages
     reconnect by themselves and chat on. The console errors seen."""
@@ -127,7 +141,7 @@ def chat_across_a_restart(sync_api: Any, page_url: str, restart: Path) -> list[s
             "document.querySelector('#log').innerText.includes('bob: back again')"
         )
         assert lines(bob)[0] == "here: ada, bob"
-        return [error for error in errors if not EXPECTED_ERRORS.search(error)]
+        return unexpected(errors)
 
 
 async def test_the_tutorial_chat_page_chats_and_reconnects_after_a_restart(
@@ -143,13 +157,80 @@ async def test_the_tutorial_chat_page_chats_and_reconnects_after_a_restart(
         async with serving(
             *args, "--allowed-origins", origin, port=server_port, stop=True
         ) as served:
-            page_url = f"{origin}/chat.html?server=ws://127.0.0.1:{server_port}&room=lobby"
+            page_url = chat_page(page_port, server_port)
             errors = await anyio.to_thread.run_sync(
                 chat_across_a_restart, sync_api, page_url, restart
             )
         assert errors == []
         assert sum("wsapp serving " in line for line in served.stderr) == 2
         assert any(" code=1012 " in line for line in served.stderr)  # closed by the restart
+
+
+def refused_until_giving_up(sync_api: Any, page_url: str) -> tuple[bool, str, list[str], list[str]]:
+    """Open the chat page against a server refusing every handshake, its clock run forward
+    past each wait between attempts, then an hour past giving up: whether that hour started
+    no attempt, the page's status and log, and the console errors."""
+    with chromium(sync_api) as (context, errors):
+        page = context.new_page()
+        page.clock.install()
+        page.goto(page_url)
+        for failed in range(1, FAILED_OPENS):
+            page.wait_for_function(f"failures >= {failed}")  # the next attempt is scheduled
+            page.clock.run_for(60_000)  # longer than the longest wait between attempts
+        page.wait_for_selector('#status[data-state="failed"]')
+        # An attempt is a new WebSocket in `socket`, made by a timer run_for fires: checked
+        # in the page, not by counting handshakes, which would race with run_for's return.
+        last = page.evaluate_handle("socket")
+        page.clock.run_for(3_600_000)
+        stopped = bool(page.evaluate("last => socket === last", last))
+        status = page.locator("#status").inner_text()
+        return stopped, status, lines(page), unexpected(errors)
+
+
+async def test_the_chat_page_gives_up_on_a_server_refusing_every_handshake() -> None:
+    sync_api = need_browser()
+    attempts: list[str] = []
+    with static_files(ROOT / "examples") as page_port:
+        app = wsapp.App(allowed_origins=[f"http://127.0.0.1:{page_port}"])
+
+        @app.on_connect
+        async def refuse(conn: wsapp.Connection, request: wsapp.Request) -> None:
+            attempts.append(request.path)
+            raise wsapp.Reject(403, "not you")  # reaches the page as a close with 1006
+
+        async with running(app) as server:
+            page_url = chat_page(page_port, port(server))
+            stopped, status, log, errors = await anyio.to_thread.run_sync(
+                refused_until_giving_up, sync_api, page_url
+            )
+    assert stopped
+    assert len(attempts) == FAILED_OPENS
+    assert status == "not connected"
+    assert len(log) == 1 and log[0].startswith(
+        "Could not connect to the chat server (5 attempts failed): it refused the connection,"
+    )
+    assert errors == []
+
+
+def connects(sync_api: Any, page_url: str) -> tuple[list[str], list[str]]:
+    """Open the chat page: its log once connected, and the console errors."""
+    with chromium(sync_api) as (context, errors):
+        page = context.new_page()
+        page.goto(page_url + "&name=ada")
+        page.wait_for_selector('#status[data-state="connected"]')
+        page.wait_for_selector("#log li")
+        return lines(page), errors
+
+
+async def test_the_chat_page_connects_to_a_server_that_accepts() -> None:
+    sync_api = need_browser()
+    with static_files(ROOT / "examples") as page_port:
+        origin = {"allowed_origins": [f"http://127.0.0.1:{page_port}"]}
+        async with running(chat_rooms.app, overrides=origin) as server:
+            page_url = chat_page(page_port, port(server))
+            log, errors = await anyio.to_thread.run_sync(connects, sync_api, page_url)
+    assert log == ["here: ada"]
+    assert errors == []
 
 
 def check_site(sync_api: Any, base: str, pages: list[str]) -> list[str]:
