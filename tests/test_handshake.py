@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 import wsapp
-from tests.helpers import Trace, client, port, running, traced_app, url
+from tests.helpers import Trace, client, echo_app, port, running, traced_app, url
 
 pytestmark = pytest.mark.anyio
 
@@ -324,3 +324,18 @@ async def test_max_connections_refuses_the_next_with_503() -> None:
 
         await trace.wait_for("close", 2)
         assert await client(after, url(server))
+
+
+async def test_a_head_of_exactly_the_limit_passes_though_its_blank_line_comes_apart() -> None:
+    async with running(echo_app(max_header_size=1024)) as server:
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        head = (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Pad: "
+        ).encode()
+        head += b"a" * (1024 - len(head))  # the head is 1024 bytes, without its CRLFCRLF
+        async with await anyio.connect_tcp("127.0.0.1", port(server)) as stream:
+            await stream.send(head + b"\r\n\r")
+            await anyio.sleep(0.05)  # so that the last byte arrives in a read of its own
+            await stream.send(b"\n")
+            assert (await stream.receive()).startswith(b"HTTP/1.1 101 ")

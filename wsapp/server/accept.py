@@ -57,7 +57,7 @@ async def _read_head(stream: ByteStream, limit: int) -> tuple[bytes, bytes]:
             if end > limit:
                 break
             return bytes(buffer[:end]), bytes(buffer[end + 4 :])
-        if len(buffer) > limit:
+        if len(buffer) > limit + 3:  # a head within the limit, and part of its blank line
             break
     raise Refusal(431, f"request head larger than {limit} bytes")
 
