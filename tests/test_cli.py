@@ -104,6 +104,7 @@ HELP = " (see python -m wsapp --help)"
             "unknown option --max-mesage-size; did you mean --max-message-size?" + HELP,
         ),
         (["--zzz"], "unknown option --zzz" + HELP),
+        (["--foo"], "unknown option --foo" + HELP),  # not the hidden --_fd, however close
         (["extra"], "unexpected argument 'extra'" + HELP),
         (["--port", "99999"], "--port must be 0-65535, not 99999"),
         (["--port", "-1"], "--port must be 0-65535, not -1"),

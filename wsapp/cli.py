@@ -48,7 +48,12 @@ class Parser(argparse.ArgumentParser):
         """`parse_args`, but an unknown option is named with the closest real one."""
         args, extras = self.parse_known_args(argv)
         if extras:
-            options = [name for action in self._actions for name in action.option_strings]
+            options = [
+                name
+                for action in self._actions
+                if action.help is not argparse.SUPPRESS  # hidden: never suggested
+                for name in action.option_strings
+            ]
             unknown = next((item for item in extras if item.startswith("-")), None)
             if unknown is None:
                 self.error(f"unexpected argument {extras[0]!r}")
