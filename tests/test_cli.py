@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -413,3 +414,42 @@ async def test_second_signal_forces_exit_at_once() -> None:
                     await served.process.wait()
     assert served.process.returncode == 1
     assert any("forcing exit" in line for line in served.stderr)
+
+
+@pytest.mark.parametrize("backend", ["trio", "uvloop"])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one process", "workers"])
+def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(
+    tmp_path: Path, backend: str, workers: list[str]
+) -> None:
+    missing = tmp_path / backend  # an import of it fails, as in an install without it
+    missing.mkdir()
+    (missing / "__init__.py").write_text(f"raise ModuleNotFoundError(name={backend!r})\n")
+    result = run_cli(
+        "examples.echo:app", "--port", "0", "--backend", backend, *workers,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert_one_line_error(
+        result, f"cannot serve: backend {backend!r} needs {backend}: pip install 'wsapp[{backend}]'"
+    )
+
+
+def test_app_run_on_a_backend_that_is_not_installed_names_the_extra(tmp_path: Path) -> None:
+    missing = tmp_path / "trio"
+    missing.mkdir()
+    (missing / "__init__.py").write_text("raise ModuleNotFoundError(name='trio')\n")
+    program = (
+        "from examples.echo import app\n"
+        "try:\n"
+        "    app.run(port=0, backend='trio')\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.stdout == "backend 'trio' needs trio: pip install 'wsapp[trio]'\n"

@@ -22,6 +22,7 @@ from wsapp.log import configure_logging
 from wsapp.metrics import SnapshotFiles
 from wsapp.reload import Reloader
 from wsapp.server.listeners import ListenError
+from wsapp.server.runner import require_backend
 from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
 from wsapp.workers import Supervisor, die_with_parent
 
@@ -359,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _print_asyncapi(app, args)
         raise SystemExit(0)
     if args.workers is not None and not worker:
+        try:  # once, here, rather than once per worker
+            require_backend(args.backend)
+        except RuntimeError as exc:
+            _fail(f"cannot serve: {exc}")
         raise SystemExit(_supervise(app, args, sys.argv[1:] if argv is None else list(argv)))
     options: dict[str, Any] = {
         "host": args.host,

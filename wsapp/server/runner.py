@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from wsapp.server.listeners import accept_forever
 from wsapp.server.streams import acceptor
 from wsapp.settings import Settings
 
-__all__ = ["Backend", "Server", "run_server"]
+__all__ = ["Backend", "Server", "require_backend", "run_server"]
 
 Backend = Literal["asyncio", "uvloop", "trio"]
 
@@ -176,6 +177,18 @@ class _Ready:
         self._callback(value)
 
 
+def require_backend(backend: Backend) -> None:
+    """Raise RuntimeError, naming the extra to install, if ``backend`` is not installed
+    (uvloop and trio are extras: a user should read that, not anyio's traceback)."""
+    if backend != "asyncio":
+        try:
+            importlib.import_module(backend)
+        except ImportError:
+            raise RuntimeError(
+                f"backend {backend!r} needs {backend}: pip install 'wsapp[{backend}]'"
+            ) from None
+
+
 def run_server(
     server_factory: Callable[[], Awaitable[Server]],
     backend: Backend,
@@ -191,15 +204,8 @@ def run_server(
         status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED if ready is None else _Ready(ready)
         await servers[0].serve(handle_signals=True, task_status=status)
 
-    backend_options: dict[str, Any] = {}
-    if backend == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                "backend 'uvloop' needs uvloop: pip install 'wsapp[uvloop]'"
-            ) from None
-        backend_options["use_uvloop"] = True
+    require_backend(backend)
+    backend_options: dict[str, Any] = {"use_uvloop": True} if backend == "uvloop" else {}
     anyio.run(
         main,
         backend="asyncio" if backend == "uvloop" else backend,
