@@ -324,7 +324,10 @@ def _supervise(app: App, args: argparse.Namespace, argv: list[str]) -> int:
         uds=args.uds,
         broker=settings.broker is not None,
     )
-    return anyio.run(supervisor.run)
+    try:
+        return anyio.run(supervisor.run)
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 def _reload(args: argparse.Namespace, argv: list[str]) -> int:

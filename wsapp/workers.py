@@ -28,6 +28,7 @@ from anyio.abc import Process
 
 from wsapp.broadcast.hub import Hub
 from wsapp.log import logger
+from wsapp.server.listeners import ListenError, listen_reason
 
 __all__ = ["Supervisor", "die_with_parent", "reuse_port_supported"]
 
@@ -104,9 +105,9 @@ class Supervisor:
         with tempfile.TemporaryDirectory(prefix="wsapp-") as directory:
             try:
                 self._bind()
-            except OSError as exc:
-                logger.error("cannot listen on %s: %s", self._address(), exc.strerror or exc)
-                return 2
+            except OSError as exc:  # the CLI's one line, as for a single process
+                reason = listen_reason(exc, self.port)
+                raise ListenError(f"cannot listen on {self._address()}: {reason}") from None
             # The workers' metrics snapshots, summed by whichever worker is scraped.
             self._extra += ["--_metrics-dir", directory]
             async with anyio.create_task_group() as tg:
@@ -146,6 +147,9 @@ class Supervisor:
         if self.uds is None and reuse_port_supported():
             family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
             reserved = socket.socket(family, socket.SOCK_STREAM)
+            # SO_REUSEADDR too, as every listener has: the connections of a server that just
+            # stopped linger in TIME-WAIT on this port, and would refuse the bind for a minute.
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             reserved.bind((self.host, self.port))  # bound, never listening: takes no clients
             self.port = reserved.getsockname()[1]

@@ -155,7 +155,7 @@ async def open_listeners(
         ) from None
     except OSError as exc:
         raise ListenError(
-            f"cannot listen on {where}: {_listen_reason(exc, port)}", exc.errno
+            f"cannot listen on {where}: {listen_reason(exc, port)}", exc.errno
         ) from None
     # anyio types them as Listener; they are its socket listeners, which can accept().
     listeners = [listener for listener in multi.listeners if isinstance(listener, SocketListener)]
@@ -163,7 +163,8 @@ async def open_listeners(
     return listeners, [_local_url(listener, scheme) for listener in listeners]
 
 
-def _listen_reason(exc: OSError, port: int) -> str:
+def listen_reason(exc: OSError, port: int) -> str:
+    """Why ``port`` cannot be listened on, as it reads after "cannot listen on ADDRESS: "."""
     if exc.errno == errno.EADDRINUSE:
         return "address already in use (is another server running?)"
     if exc.errno == errno.EADDRNOTAVAIL:
