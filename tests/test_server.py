@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect, unix_connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import wsapp
-from tests.helpers import Trace, client, port, running, traced_app, url
+from tests.helpers import Trace, client, echo_app, port, running, traced_app, url
 from tests.rawclient import OP_TEXT, RawClient, frame, handshake
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +206,12 @@ async def test_graceful_shutdown_with_100_connections() -> None:
     closes = [event for event in trace.events if event[0] == "close"]
     assert len(closes) == 100 and {event[2] for event in closes} == {1001}
     assert server.active_connections == 0
+
+
+async def test_settings_can_be_given_by_name_to_serve_and_run() -> None:
+    app = echo_app()
+    # What the CLI's flags give: a setting by name wins over the App's and the environment's.
+    async with running(app, max_connections=7, broker=None) as server:
+        assert server.settings.max_connections == 7
+    with pytest.raises(TypeError, match="unknown setting 'brokr'; did you mean broker"):
+        await app.create_server("127.0.0.1", 0, brokr="redis://localhost")

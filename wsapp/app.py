@@ -304,6 +304,7 @@ class App(CallbackDecorators):
         overrides: Mapping[str, Any] | None = None,
         reuse_port: bool = False,
         fd: int | None = None,
+        **more_settings: Any,
     ) -> Server:
         """Resolve the settings and bind the listening socket; `Server.serve` then serves.
 
@@ -313,7 +314,8 @@ class App(CallbackDecorators):
 
         `uds` listens on a unix socket instead of TCP; `certfile`/`keyfile` (or
         `ssl_context`) serve TLS. `overrides` are settings that win over the environment
-        (the CLI passes its flags here). Bad settings or TLS files raise
+        (the CLI passes its flags here); ``more_settings`` are more of them by name, as
+        `app.run(broker="redis://localhost:6379")` gives. Bad settings or TLS files raise
         [ConfigError][wsapp.ConfigError], and an address that cannot be listened on (a busy
         port, a host that does not resolve) an `OSError` naming it, before anything is served.
         """
@@ -327,7 +329,11 @@ class App(CallbackDecorators):
                 "both ssl_context and certfile given: pass one of them (load the files into "
                 "the context yourself with context.load_cert_chain(certfile, keyfile))"
             )
-        settings = resolve_settings(self.settings, flags=overrides)
+        for name in sorted(more_settings):
+            if name not in Settings.model_fields:
+                raise TypeError(f"create_server() got an {unknown_setting(name)}")
+        flags = {**(overrides or {}), **more_settings}
+        settings = resolve_settings(self.settings, flags=flags)
         if "*" in settings.allowed_origins:
             logger.warning(
                 "any origin may connect (allow_any_origin): browsers on any site can open "
