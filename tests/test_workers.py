@@ -179,3 +179,15 @@ def test_workers_on_a_busy_port_say_so_in_the_clis_one_line() -> None:
         "address already in use (is another server running?)\n"
     )
     assert result.returncode == 2
+
+
+async def test_a_graceful_shutdown_of_the_workers_logs_no_error() -> None:
+    async with workers("examples.chat_rooms:app") as served:
+        async with RawClient.connect(port_of(served), "/rooms/lobby?name=ada") as raw:
+            await raw.read_frame()  # joined: the worker uses the hub
+            served.process.send_signal(signal.SIGTERM)
+            assert await raw.read_close() == (1001, "server shutting down")
+            await raw.send(close_frame(1001))
+        await served.process.wait()
+    assert served.process.returncode == 0
+    assert [line for line in served.stderr if " ERROR " in line] == []

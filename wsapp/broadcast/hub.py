@@ -169,6 +169,7 @@ class HubBroker(Broker):
         self._answers: dict[bytes, tuple[anyio.Event, list[Member]]] = {}
         self._queries = 0
         self._lost = False
+        self._stopping = False
         self._log = RateLimitedLog()
         self._deliver: Deliver | None = None
         self._rooms: set[str] = set()
@@ -184,6 +185,7 @@ class HubBroker(Broker):
         task_group.start_soon(self._receive)
 
     async def stop(self) -> None:
+        self._stopping = True  # the end of the stream is ours, not a loss
         if self._stream is not None:
             await self._stream.aclose()
 
@@ -193,6 +195,8 @@ class HubBroker(Broker):
         self._lost = True
         for event, _ in self._answers.values():
             event.set()
+        if self._stopping:
+            return
         logger.error(
             "lost the workers' hub (%s): broadcasts now reach this worker's members only",
             self.path,
