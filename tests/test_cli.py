@@ -453,3 +453,20 @@ def test_app_run_on_a_backend_that_is_not_installed_names_the_extra(tmp_path: Pa
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert result.stdout == "backend 'trio' needs trio: pip install 'wsapp[trio]'\n"
+
+
+def test_a_folder_named_wsapp_where_the_app_is_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wsapp").mkdir()  # e.g. a clone of wsapp next to the app
+    (tmp_path / "chat.py").write_text("import wsapp\n\napp = wsapp.App()\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wsapp", "chat:app", "--port", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # the installed wsapp (this tree, installed editable), as a user's would be
+    assert_one_line_error(
+        result,
+        f"`import wsapp` finds {tmp_path / 'wsapp'}, not the wsapp package ({ROOT / 'wsapp'}): "
+        "rename that, or run from another directory",
+    )

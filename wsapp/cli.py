@@ -246,6 +246,7 @@ def load_app(target: str, factory: bool = False) -> App:
         raise UsageError(f"expected module:app (like 'chat:app'), got {target!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    _check_not_shadowed()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -267,6 +268,21 @@ def load_app(target: str, factory: bool = False) -> App:
         hint = "" if factory or not callable(obj) else " (is it a factory? pass --factory)"
         raise UsageError(f"{target!r} is not a wsapp.App but a {type(obj).__name__}{hint}")
     return obj
+
+
+def _check_not_shadowed() -> None:
+    """Refuse to go on when `import wsapp`, in the user's code, would not find this package
+    (a folder or file named wsapp where the app is, such as a clone of wsapp): the app would
+    fail with an AttributeError that names nothing of the cause."""
+    ours = os.path.dirname(os.path.realpath(__file__))
+    found = sys.modules["wsapp"]  # a regular package has a file; a mere folder, a path
+    file = getattr(found, "__file__", None)
+    where = os.path.dirname(file) if file else next(iter(getattr(found, "__path__", [])), "?")
+    if os.path.realpath(where) != ours:
+        raise UsageError(
+            f"`import wsapp` finds {where}, not the wsapp package ({ours}): rename that, or "
+            "run from another directory"
+        )
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
