@@ -416,14 +416,19 @@ async def test_second_signal_forces_exit_at_once() -> None:
     assert any("forcing exit" in line for line in served.stderr)
 
 
+def without(folder: Path, module: str) -> None:
+    """Make ``module`` fail to import for a process with ``folder`` on its PYTHONPATH, as
+    in an install without it."""
+    (folder / module).mkdir()
+    (folder / module / "__init__.py").write_text(f"raise ModuleNotFoundError(name={module!r})\n")
+
+
 @pytest.mark.parametrize("backend", ["trio", "uvloop"])
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one process", "workers"])
 def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(
     tmp_path: Path, backend: str, workers: list[str]
 ) -> None:
-    missing = tmp_path / backend  # an import of it fails, as in an install without it
-    missing.mkdir()
-    (missing / "__init__.py").write_text(f"raise ModuleNotFoundError(name={backend!r})\n")
+    without(tmp_path, backend)
     result = run_cli(
         "examples.echo:app", "--port", "0", "--backend", backend, *workers,
         env={"PYTHONPATH": str(tmp_path)},
@@ -434,9 +439,7 @@ def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(
 
 
 def test_app_run_on_a_backend_that_is_not_installed_names_the_extra(tmp_path: Path) -> None:
-    missing = tmp_path / "trio"
-    missing.mkdir()
-    (missing / "__init__.py").write_text("raise ModuleNotFoundError(name='trio')\n")
+    without(tmp_path, "trio")
     program = (
         "from examples.echo import app\n"
         "try:\n"
