@@ -150,24 +150,6 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status() -> No
     ]
 
 
-async def test_workers_start_on_a_port_a_stopped_server_left_in_time_wait() -> None:
-    async with serving("examples.echo:app", stop=True) as single:
-        port = port_of(single)
-        async with RawClient.connect(port) as raw:
-            await raw.send(frame(OP_TEXT, b"hi"))
-            assert await raw.read_frame() == (True, OP_TEXT, b"hi")
-            single.process.terminate()  # the server closes first: its end waits in TIME-WAIT
-            assert (await raw.read_close())[0] == 1001
-            await raw.send(close_frame(1001))
-    async with (
-        serving("examples.echo:app", "--workers", "2", port=port, stop=True) as served,
-        RawClient.connect(port) as raw,
-    ):
-        await served.wait_for(served.stderr, "wsapp serving ", 2)
-        await raw.send(frame(OP_TEXT, b"again"))
-        assert await raw.read_frame() == (True, OP_TEXT, b"again")
-
-
 def test_workers_on_a_busy_port_say_so_in_the_clis_one_line() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

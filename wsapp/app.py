@@ -376,6 +376,10 @@ class App(CallbackDecorators):
     ) -> None:
         """Serve in the foreground until SIGINT/SIGTERM: the blocking form of `serve`.
 
+        `options` are those of `create_server`, settings by name included
+        (`app.run(broker="redis://localhost:6379/0")`): as `python -m wsapp`'s flags do, they
+        win over the App's settings and the `WSAPP_*` environment.
+
         Logs to stderr at level INFO (the serving URL, each connection's open and close), as
         `python -m wsapp` does, as text or (``log_format="json"``) JSON lines, unless the
         program configured logging itself."""

@@ -28,7 +28,7 @@ from anyio.abc import Process
 
 from wsapp.broadcast.hub import Hub
 from wsapp.log import logger
-from wsapp.server.listeners import ListenError, listen_reason
+from wsapp.server.listeners import listen_error, remove_stale_socket
 
 __all__ = ["Supervisor", "die_with_parent", "reuse_port_supported"]
 
@@ -106,8 +106,7 @@ class Supervisor:
             try:
                 self._bind()
             except OSError as exc:  # the CLI's one line, as for a single process
-                reason = listen_reason(exc, self.port)
-                raise ListenError(f"cannot listen on {self._address()}: {reason}") from None
+                raise listen_error(exc, self.host, self.port, self.uds) from None
             # The workers' metrics snapshots, summed by whichever worker is scraped.
             self._extra += ["--_metrics-dir", directory]
             async with anyio.create_task_group() as tg:
@@ -157,8 +156,7 @@ class Supervisor:
             self._extra += ["--port", str(self.port), "--_reuse-port"]
             return
         if self.uds is not None:
-            if os.path.exists(self.uds):
-                os.unlink(self.uds)
+            remove_stale_socket(self.uds)
             shared = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             shared.bind(self.uds)
         else:

@@ -140,31 +140,35 @@ async def open_listeners(
         return [await _unix_listener(uds)], [f"{scheme}+unix://{uds}"]
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be 0-65535, not {port}")
-    if host is None:
-        where = f"port {port} of every interface"
-    else:
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         multi = await anyio.create_tcp_listener(
             local_host=host, local_port=port, reuse_port=reuse_port
         )
-    except socket.gaierror as exc:
-        raise ListenError(
-            f"cannot listen on {where}: the host name does not resolve ({_reason(exc)})",
-            exc.errno,
-        ) from None
     except OSError as exc:
-        raise ListenError(
-            f"cannot listen on {where}: {listen_reason(exc, port)}", exc.errno
-        ) from None
+        raise listen_error(exc, host, port) from None
     # anyio types them as Listener; they are its socket listeners, which can accept().
     listeners = [listener for listener in multi.listeners if isinstance(listener, SocketListener)]
     assert len(listeners) == len(multi.listeners)
     return listeners, [_local_url(listener, scheme) for listener in listeners]
 
 
-def listen_reason(exc: OSError, port: int) -> str:
-    """Why ``port`` cannot be listened on, as it reads after "cannot listen on ADDRESS: "."""
+def listen_error(exc: OSError, host: str | None, port: int, uds: str | None = None) -> ListenError:
+    """What ``exc``, raised opening the listening socket, tells the user: the address and why
+    (the built-in server and the `--workers` supervisor say it in the same words)."""
+    if isinstance(exc, ListenError):
+        return exc
+    if uds is not None:
+        return ListenError(f"cannot listen on unix socket {uds}: {_reason(exc)}", exc.errno)
+    if host is None:
+        where = f"port {port} of every interface"
+    else:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ListenError(f"cannot listen on {where}: {_listen_reason(exc, port)}", exc.errno)
+
+
+def _listen_reason(exc: OSError, port: int) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"the host name does not resolve ({_reason(exc)})"
     if exc.errno == errno.EADDRINUSE:
         return "address already in use (is another server running?)"
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -174,22 +178,28 @@ def listen_reason(exc: OSError, port: int) -> str:
     return _reason(exc)
 
 
-async def _unix_listener(path: str) -> SocketListener:
-    where = f"cannot listen on unix socket {path}"
+def remove_stale_socket(path: str) -> None:
+    """Remove the socket file a previous run left at ``path``; any other file is refused
+    (`ListenError`), since replacing it would destroy what someone put there."""
     try:
-        if await anyio.Path(path).exists():
-            if not stat.S_ISSOCK((await anyio.Path(path).stat()).st_mode):
-                raise ListenError(
-                    f"{where}: the file exists and is not a socket; refusing to replace it "
-                    "(remove it or choose another path)",
-                    errno.EEXIST,
-                )
-            os.unlink(path)  # a stale socket from a previous run
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(
+            f"cannot listen on unix socket {path}: the file exists and is not a socket; "
+            "refusing to replace it (remove it or choose another path)",
+            errno.EEXIST,
+        )
+    os.unlink(path)
+
+
+async def _unix_listener(path: str) -> SocketListener:
+    try:
+        remove_stale_socket(path)  # one stat at start-up: not worth a worker thread
         return await anyio.create_unix_listener(path)
-    except ListenError:
-        raise
     except OSError as exc:
-        raise ListenError(f"{where}: {_reason(exc)}", exc.errno) from None
+        raise listen_error(exc, None, 0, path) from None
 
 
 def _errno(exc: BaseException) -> int | None:
