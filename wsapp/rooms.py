@@ -162,7 +162,11 @@ class Rooms:
 
     async def presence(self, room: str) -> list[Member]:
         """The members of ``room`` in every process the broker reaches (this one alone
-        without a broker), with the `info` each joined with."""
+        without a broker), with the `info` each joined with.
+
+        It does not raise when the broker is unreachable (Redis restarting, say): it then
+        answers with this process's members alone, and the broker logs the outage, so that
+        a handler listing them (an `on_open` greeting with who is there) keeps serving."""
         return await self._broker.presence(room)
 
     # --- joining and leaving ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 from anyio.abc import TaskGroup
 
 from wsapp.protocol import PreparedMessage
+from wsapp.settings import ConfigError
 
 __all__ = ["Broker", "Deliver", "Envelope", "Member", "broker_for", "pack", "unpack"]
 
@@ -88,13 +89,18 @@ class Broker:
     broker calls ``deliver`` for every message published to a room this process subscribed
     to, its own included and in the order the broker received them, which is what gives
     every member of a room the same order.
+
+    Once started, no method raises because the other processes cannot be reached: this
+    process's members are then served here (its broadcasts delivered to them, presence
+    listing them alone), and the broker logs the outage and reconnects.
     """
 
     #: Whether messages stay in this process (then they are delivered without a round trip).
     local = False
 
     async def start(self, deliver: Deliver, task_group: TaskGroup) -> None:
-        """Connect, and receive in ``task_group`` until `stop`."""
+        """Connect, and receive in ``task_group`` until `stop`; ConfigError, saying what to
+        do, if the broker cannot be used at all (unreachable, or its client not installed)."""
 
     async def stop(self) -> None:
         """Disconnect; this process's presence is withdrawn."""
@@ -119,7 +125,8 @@ class Broker:
         """Withdraw a local member of ``room`` from presence."""
 
     async def presence(self, room: str) -> list[Member]:
-        """The members of ``room`` in every process this broker reaches."""
+        """The members of ``room`` in every process this broker reaches: this process's
+        alone while it reaches no other."""
         raise NotImplementedError
 
 
@@ -140,7 +147,7 @@ def broker_for(url: str | None, presence_ttl: float = 15.0) -> Broker:
         from wsapp.broadcast.hub import HubBroker
 
         return HubBroker(url.partition("://")[2])
-    raise ValueError(
+    raise ConfigError(
         f"unknown broker {url!r}: use redis://host:port/db (pip install 'wsapp[redis]') or "
         "leave it unset for one process"
     )

@@ -17,7 +17,7 @@ from wsapp.log import logger
 from wsapp.server.accept import StreamHandler
 from wsapp.server.listeners import accept_forever
 from wsapp.server.streams import acceptor
-from wsapp.settings import Settings
+from wsapp.settings import ConfigError, Settings
 
 __all__ = ["Backend", "Server", "require_backend", "run_server"]
 
@@ -86,7 +86,7 @@ class Server:
         task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept and serve connections until `shutdown` (or a signal, with `handle_signals`)."""
-        failure: LifespanError | None = None
+        failure: LifespanError | ConfigError | None = None
         async with anyio.create_task_group() as supervisor:
             if handle_signals:  # watches until the very end: a second signal forces exit
                 await supervisor.start(self._watch_signals)
@@ -94,11 +94,13 @@ class Server:
                 async with serving(self.app, self.settings, guard=self._hooks_scope):
                     if not self.forced:
                         await self._serve_connections(task_status)
-            except LifespanError as exc:
+            except (LifespanError, ConfigError) as exc:  # raised alone, not in a group
                 failure = exc
             finally:
                 await self._close_listeners()
             supervisor.cancel_scope.cancel()
+        if isinstance(failure, ConfigError):
+            raise failure  # it never served: the one line saying why is all there is to say
         logger.info("wsapp stopped%s", " (forced)" if self.forced else "")
         if failure is not None:
             raise failure
