@@ -4,17 +4,20 @@ claim. Claims other tests already back are not repeated here (issue 27)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
 import re
 import shlex
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed as WSConnectionClosed
@@ -38,7 +41,6 @@ from tests.helpers import (
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame, handshake
 from tests.test_handshake import http_exchange, refusal
 from wsapp.rooms import TOO_SLOW
-from wsapp.testing import TestClient
 
 pytestmark = pytest.mark.anyio
 
@@ -351,11 +353,23 @@ async def test_callback_errors_are_logged_at_error_with_the_connection_and_trace
         assert re.fullmatch(pattern, message) and last == error, (message, last)
 
 
-async def test_slow_room_members_closed_in_a_burst_are_one_warning_line() -> None:
+async def stalled_member(address: str, read_again: threading.Event) -> tuple[int, str]:
+    """A member that reads nothing (its client stops reading the socket after one message
+    queued) until ``read_again``; then the close code and reason it finds behind the backlog."""
+    async with ws_connect(address, max_queue=1, max_size=None) as ws:
+        await asyncio.to_thread(read_again.wait)
+        with pytest.raises(WSConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        received = closed.value.rcvd
+        assert received is not None
+        return received.code, received.reason
+
+
+async def test_slow_room_members_closed_together_are_one_warning_line() -> None:
     # logging.md's slow-member line, and "recurring problems are logged at most once every
-    # ten seconds". The test client cannot write within a tick (like TLS and ASGI hosts), so
-    # a burst of broadcasts over the budget finds each member that is not reading too slow.
-    app = wsapp.App(outbound_budget=1024)
+    # ten seconds": two members that stopped reading, judged one after the other.
+    app = wsapp.App(outbound_budget=64 * 1024)
     warnings: list[str] = []
 
     class Catch(logging.Handler):
@@ -363,42 +377,56 @@ async def test_slow_room_members_closed_in_a_burst_are_one_warning_line() -> Non
             if record.levelno == logging.WARNING:
                 warnings.append(record.getMessage())
 
+    both_joined, both_closed = anyio.Event(), anyio.Event()
+
     @app.on_open
     async def enter(conn: wsapp.Connection) -> None:
         if conn.request.path == "/member":
             await conn.join("lobby")
+            if app.rooms.count("lobby") == 2:
+                both_joined.set()
 
     @app.on_message
-    async def burst(conn: wsapp.Connection, message: wsapp.Message) -> None:
-        for _ in range(10):
-            await app.broadcast("lobby", "x" * 500)
+    async def flood(conn: wsapp.Connection, message: wsapp.Message) -> None:
+        # One tick's burst is never judged, so yield between broadcasts until the members'
+        # socket buffers, then their budgets, are full (a bounded number of them).
+        for _ in range(2000):
+            if app.rooms.count("lobby") == 0:
+                both_closed.set()
+                return
+            await app.broadcast("lobby", "x" * 16 * 1024)
+            await anyio.lowlevel.checkpoint()
 
     catch = Catch()
     logging.getLogger("wsapp").addHandler(catch)
+    read_again = threading.Event()
+    closes: list[tuple[int, str]] = []
+
+    async def member(address: str) -> None:
+        closes.append(await client(stalled_member, address, read_again))
+
     try:
-        async with TestClient(app) as test:
-            async with (
-                test.connect("/member") as first,
-                test.connect("/member") as second,
-                test.connect("/sender") as sender,
-            ):
-                await sender.send("go")
-                for member in (first, second):
-                    with pytest.raises(wsapp.ConnectionClosed) as closed:
-                        while True:
-                            await member.receive()
-                    assert (closed.value.code, closed.value.reason) == (1008, TOO_SLOW)
+        async with running(app) as server, anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(member, url(server, "/member"))
+            await both_joined.wait()
+            async with RawClient.connect(port(server), "/sender") as sender:
+                await sender.send(frame(OP_TEXT, b"go"))
+                await both_closed.wait()
+            read_again.set()
     finally:
+        read_again.set()
         logging.getLogger("wsapp").removeHandler(catch)
+    assert closes == [(1008, TOO_SLOW)] * 2
     assert len(warnings) == 1, warnings
     assert re.fullmatch(
-        r"closing [0-9a-f]{12} \(in lobby\) with 1008: more than 1024 bytes waiting "
+        r"closing [0-9a-f]{12} \(in lobby\) with 1008: more than 65536 bytes waiting "
         r"\(outbound_budget\)",
         warnings[0],
     ), warnings
     shown = re.search(r"`(closing \w+ \(in lobby\) with 1008: .*?) \.\.\.`", LOGGING_PAGE)
     assert shown and warnings[0].startswith(
-        re.sub(r"closing \w+", warnings[0].split(" (")[0], shown[1]).replace("1048576", "1024")
+        re.sub(r"closing \w+", warnings[0].split(" (")[0], shown[1]).replace("1048576", "65536")
     )
 
 

@@ -100,21 +100,36 @@ async def test_pushed_and_sent_messages_arrive_whole_and_in_the_order_given(flus
         assert await pair.peer.read_frame() == (True, OP_BINARY, b"bytes to you")
 
 
-async def test_push_refuses_beyond_the_limit_of_unsent_bytes_queueing_nothing(
+async def test_a_burst_of_one_tick_is_queued_whole_and_a_message_larger_than_the_limit_never(
     flushed: bool,
 ) -> None:
     async with accepted(flushed) as pair:
         message = PreparedMessage.of("x" * 100)  # a 102-byte frame
-        # Nothing is written between pushes (push never waits), so the unsent bytes add up;
-        # over a socket, a push that would pass the limit first writes what the socket
-        # takes (a burst of one tick is judged by what the socket leaves), here everything.
-        results = [pair.transport.push(message, 500) for _ in range(6)]
-        pushed = 6 if flushed else 4
-        assert results == [True] * pushed + [False] * (6 - pushed)
-        assert not pair.transport.push(PreparedMessage.of("y" * 600), 500)  # larger than the limit
+        # Nothing can be written between pushes (push never waits): the peer has had no
+        # chance to read, so what one tick pushes past the limit is not a slow peer's backlog.
+        assert [pair.transport.push(message, 500) for _ in range(8)] == [True] * 8
+        assert not pair.transport.push(PreparedMessage.of("y" * 600), 500)
         await pair.transport.send("after")
-        for _ in range(pushed):
+        for _ in range(8):
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"x" * 100)
+        assert await pair.peer.read_frame() == (True, OP_TEXT, b"after")
+
+
+async def test_push_refuses_beyond_the_limit_once_the_peer_had_its_chance_queueing_nothing(
+    flushed: bool,
+) -> None:
+    async with accepted(flushed) as pair:
+        chunk = PreparedMessage.of(b"\x01" * (256 * 1024))
+        for _ in range(40):  # more than loopback's socket buffers hold
+            assert pair.transport.push(chunk, 1 << 30)
+        # Once the flusher or the writer task wrote, the peer had its chance to read: it
+        # read one message, and the rest still waiting is a slow peer's backlog.
+        assert await pair.peer.read_frame() == (True, OP_BINARY, chunk.payload)
+        assert pair.transport.unsent > 500
+        assert not pair.transport.push(PreparedMessage.of("x" * 100), 500)
+        for _ in range(39):
+            assert await pair.peer.read_frame() == (True, OP_BINARY, chunk.payload)
+        await pair.transport.send("after")  # next on the wire: the refused message is not
         assert await pair.peer.read_frame() == (True, OP_TEXT, b"after")
 
 

@@ -72,6 +72,7 @@ class SocketTransport:
     """
 
     __slots__ = (
+        "_backlog_since",
         "_drained",
         "_flush_due",
         "_flusher",
@@ -89,6 +90,7 @@ class SocketTransport:
         "_socket",
         "_stream",
         "_tasks",
+        "_turns",
         "_wake_writer",
         "_writer_group",
         "_writer_scope",
@@ -124,6 +126,11 @@ class SocketTransport:
         self._scope = anyio.CancelScope()
         self._out = ByteQueue()
         self._in_flight = 0  # bytes the writer task is sending (not in _out any more)
+        # Writes the flusher or the writer task began: each comes after the loop ran other
+        # tasks, the peer's chance to read. A backlog queued since the last of them is exempt
+        # from the budget, so that the burst one tick produced is not taken for a slow peer.
+        self._turns = 0
+        self._backlog_since = -1  # `_turns` when the outbox last became non-empty
         self._wake_writer: anyio.Event | None = None
         self._drained: anyio.Event | None = None
         self._pong_payload: bytes | None = None  # of the ping waiting for its pong
@@ -197,6 +204,10 @@ class SocketTransport:
         """Send what the socket takes now (the flusher calls it); the writer task sends the
         rest, waiting for the socket."""
         self._flush_due = False
+        self._turns += 1
+        self._write_ready()
+
+    def _write_ready(self) -> None:
         out, sock = self._out, self._socket
         if sock is None or self._in_flight or not out or self._record.lost:
             return  # closed, or the writer is on it, or nothing to write or no one to read it
@@ -226,10 +237,14 @@ class SocketTransport:
         if session.close_sent or self._record.lost:
             raise self._record.error()
         frame = session.prepared_frame(message)
-        if self.unsent + len(frame) > limit:
-            self.flush_now()  # a burst of one tick is judged by what the socket leaves
-            if self.unsent + len(frame) > limit:
-                return False
+        if len(frame) > limit:
+            return False
+        if not self._out and not self._in_flight:
+            self._backlog_since = self._turns
+        elif self.unsent + len(frame) > limit:
+            self._write_ready()  # what the socket takes now is not waiting any more
+            if self.unsent + len(frame) > limit and self._turns != self._backlog_since:
+                return False  # the peer had its chance to read the backlog, and did not
         self._push(frame)
         return True
 
@@ -267,6 +282,7 @@ class SocketTransport:
                 continue
             data = out.take()
             self._in_flight = len(data)
+            self._turns += 1
             try:
                 with anyio.fail_after(self._settings.write_timeout):
                     # Any bytes-like object will do for the streams served here (sockets,
