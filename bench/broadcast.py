@@ -62,7 +62,7 @@ from broadcast_peers import raise_nofile
 from echo import cpu_seconds, free_port, load_parser, wait_listening
 from memory import rss
 
-from wsapp.workers import die_with_parent
+from wsapp.server.workers import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("rooms", "stalled", "redis")

@@ -12,8 +12,8 @@ import wsapp
 from tests import helpers
 from tests.helpers import client, port, url
 from tests.test_handshake import http_exchange
-from wsapp.metrics import Metrics
-from wsapp.plainhttp import plain_answer
+from wsapp.operations.metrics import Metrics
+from wsapp.operations.plainhttp import plain_answer
 from wsapp.rooms import Rooms
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import pytest
 
 from wsapp.dispatcher import Parking
 from wsapp.inbox import Inbox
-from wsapp.metrics import Metrics
+from wsapp.operations.metrics import Metrics
 from wsapp.ratelimit import MessageLimiter, RateLimited
 from wsapp.rooms import Rooms
 from wsapp.settings import Settings

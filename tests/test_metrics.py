@@ -21,7 +21,7 @@ import wsapp
 from tests.helpers import client, echo_app, poll_until, port, running, url
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame, handshake
 from tests.test_handshake import http_exchange
-from wsapp.metrics import (
+from wsapp.operations.metrics import (
     BUCKETS,
     HANDLER_SAMPLING,
     Histogram,
@@ -31,7 +31,7 @@ from wsapp.metrics import (
     SnapshotFiles,
     merge,
 )
-from wsapp.prometheus import FAMILIES, exposition
+from wsapp.operations.prometheus import FAMILIES, exposition
 from wsapp.rooms import Rooms
 from wsapp.server.transport import HIGH_WATER
 

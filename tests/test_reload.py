@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import echo_app, run_cli, running, serving
 from tests.helpers import port as port_of
 from tests.rawclient import OP_TEXT, RawClient, close_frame, frame
-from wsapp.reload import source_files
+from wsapp.server.reload import source_files
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(40)]
 

@@ -20,7 +20,7 @@ import wsapp
 from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame
 from wsapp.connection import Connection
 from wsapp.inbox import Inbox
-from wsapp.metrics import Metrics
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol import PreparedMessage
 from wsapp.ratelimit import MessageLimiter
 from wsapp.rooms import Rooms

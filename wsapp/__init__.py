@@ -8,9 +8,9 @@ from wsapp.exceptions import ConnectionClosed, Reject, WriteTimeout
 from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
 from wsapp.protocol import CloseCode
-from wsapp.publisher import Publisher
 from wsapp.request import Address, Request
 from wsapp.rooms import JoinRefused
+from wsapp.rooms.publisher import Publisher
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
 from wsapp.transport import Message

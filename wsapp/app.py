@@ -28,7 +28,7 @@ from wsapp.lifecycle import serving
 from wsapp.lifespan import Lifespan
 from wsapp.log import LogFormat, configure_logging, logger
 from wsapp.messages import DispatchPolicy
-from wsapp.metrics import Metrics
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol import PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
 from wsapp.rooms import Rooms, prepare
@@ -123,7 +123,7 @@ class App(CallbackDecorators):
         router: Its routes, matched in declaration order.
         hooks: Its start-up and shutdown hooks.
         rooms: Its [Rooms][wsapp.rooms.Rooms] in this process: members, counts, presence.
-        metrics: Its [Metrics][wsapp.metrics.Metrics] in this process: connections,
+        metrics: Its [Metrics][wsapp.operations.metrics.Metrics] in this process: connections,
             messages, refusals, errors, latency (served on `metrics_path`).
         state: A namespace for resources shared by all connections (`app.state.db = ...`),
             typically set by an `on_startup` hook.

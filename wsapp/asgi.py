@@ -2,7 +2,7 @@
 
 The host (uvicorn, hypercorn, daphne, a Starlette mount) owns the socket, the WebSocket
 framing, pings and compression; wsapp builds the [Request][wsapp.Request] from the scope and
-runs exactly the lifecycle the built-in server runs ([wsapp.lifecycle.accept][], then
+runs exactly the lifecycle the built-in server runs ([wsapp.lifecycle.handshake][], then
 [wsapp.lifecycle.run][]) with [ASGITransport][wsapp.asgi.ASGITransport] in place of the
 socket transport.
 """
@@ -22,7 +22,7 @@ from wsapp.inbox import Inbox
 from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
-from wsapp.plainhttp import plain_answer, plain_refusal
+from wsapp.operations.plainhttp import plain_answer, plain_refusal
 from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
 from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
@@ -188,7 +188,7 @@ class ASGIAdapter:
 
         deadline = anyio.current_time() + settings.handshake_timeout
         with self._capacity:
-            accepted = await lifecycle.accept(
+            accepted = await lifecycle.handshake(
                 self.app,
                 settings,
                 self._capacity,

@@ -19,12 +19,12 @@ import anyio
 from wsapp.app import App, run_app
 from wsapp.lifespan import LifespanError
 from wsapp.log import configure_logging
-from wsapp.metrics import SnapshotFiles
-from wsapp.reload import Reloader
+from wsapp.operations.metrics import SnapshotFiles
 from wsapp.server.listeners import ListenError
+from wsapp.server.reload import Reloader
 from wsapp.server.runner import require_backend
+from wsapp.server.workers import Supervisor, die_with_parent
 from wsapp.settings import ConfigError, Settings, did_you_mean, resolve_settings
-from wsapp.workers import Supervisor, die_with_parent
 
 __all__ = ["load_app", "main"]
 

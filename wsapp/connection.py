@@ -12,7 +12,7 @@ from pydantic_core import to_json
 
 from wsapp.datastructures import MutableHeaders
 from wsapp.inbox import Inbox
-from wsapp.metrics import payload_size
+from wsapp.operations.metrics import payload_size
 from wsapp.protocol import is_sendable
 from wsapp.ratelimit import RateLimited, enforce
 from wsapp.request import Request
@@ -20,7 +20,7 @@ from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
 
 if TYPE_CHECKING:
-    from wsapp.metrics import Metrics
+    from wsapp.operations.metrics import Metrics
     from wsapp.rooms import Rooms, SlowPolicy
 
 __all__ = ["Connection"]

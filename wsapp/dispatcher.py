@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 
 from wsapp.exceptions import ConnectionClosed
 from wsapp.log import connection_fields, logger
-from wsapp.metrics import HANDLER_SAMPLING, Metrics
+from wsapp.operations.metrics import HANDLER_SAMPLING, Metrics
 from wsapp.protocol import CloseCode
 from wsapp.ratelimit import RateLimited, enforce
 from wsapp.rooms import JoinRefused

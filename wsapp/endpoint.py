@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
-from wsapp.metrics import Metrics
+from wsapp.operations.metrics import Metrics
 from wsapp.query import checked_query_model
 from wsapp.request import Request
 from wsapp.transport import Message

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from wsapp.concurrency import Signal, signal_factory
-from wsapp.metrics import payload_size
+from wsapp.operations.metrics import payload_size
 from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.dispatcher import Parking
-    from wsapp.metrics import Metrics
+    from wsapp.operations.metrics import Metrics
     from wsapp.ratelimit import MessageLimiter
 
 __all__ = ["Inbox"]

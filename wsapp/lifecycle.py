@@ -28,8 +28,8 @@ from wsapp.exceptions import Reject
 from wsapp.inbox import Inbox
 from wsapp.lifespan import Lifespan
 from wsapp.log import client_text, connection_fields, logger
-from wsapp.looplag import watch_loop_lag
-from wsapp.metrics import Metrics
+from wsapp.operations.looplag import watch_loop_lag
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol import Refusal
 from wsapp.protocol.handshake import no_endpoint
 from wsapp.query import validated_query
@@ -45,8 +45,8 @@ __all__ = [
     "Accepted",
     "Capacity",
     "Servable",
-    "accept",
     "admission_refusal",
+    "handshake",
     "log_refusal",
     "refuse",
     "run",
@@ -234,7 +234,7 @@ class Accepted:
         self.inbox = inbox
 
 
-async def accept(
+async def handshake(
     app: Servable,
     settings: Settings,
     capacity: Capacity,

@@ -8,16 +8,15 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
-    from wsapp.request import Address
+from wsapp.request import Address, Request
 
 __all__ = [
     "FIELDS",
     "JSONFormatter",
     "LogFormat",
+    "Logged",
     "RateLimitedLog",
     "client_text",
     "configure_logging",
@@ -39,7 +38,17 @@ def client_text(address: Address | None) -> str:
     return f"{address.host}:{address.port}" if address else "-"
 
 
-def connection_fields(conn: Connection, **more: Any) -> dict[str, Any]:
+class Logged(Protocol):
+    """What a log line about a connection shows of it (a [Connection][wsapp.Connection] is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def request(self) -> Request: ...
+
+
+def connection_fields(conn: Logged, **more: Any) -> dict[str, Any]:
     """The fields of a log line about ``conn``, for JSON logs (see `FIELDS`)."""
     client = client_text(conn.request.client)
     return {"connection": conn.id, "path": conn.request.path, "client": client, **more}

@@ -14,19 +14,17 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, Discriminator, Field, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_json
 
+from wsapp.connection import Connection
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol import CloseCode
 from wsapp.transport import Message
-
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
-    from wsapp.metrics import Metrics
 
 __all__ = [
     "DispatchPolicy",

@@ -54,7 +54,7 @@ from wsapp.exceptions import ConnectionClosed
 from wsapp.lifecycle import serving
 from wsapp.protocol import CloseCode
 from wsapp.request import Address
-from wsapp.server.accept import StreamHandler
+from wsapp.server.handler import StreamHandler
 from wsapp.server.transport import STREAM_ERRORS
 from wsapp.settings import resolve_settings
 from wsapp.transport import Message

@@ -14,7 +14,7 @@ from anyio.abc import SocketListener, TaskStatus
 from wsapp.lifecycle import Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
-from wsapp.server.accept import StreamHandler
+from wsapp.server.handler import StreamHandler
 from wsapp.server.listeners import accept_forever
 from wsapp.server.streams import acceptor
 from wsapp.settings import ConfigError, Settings

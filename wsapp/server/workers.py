@@ -8,7 +8,7 @@ On Linux each worker listens on its own `SO_REUSEPORT` socket, so the kernel spr
 connections evenly across them; elsewhere (and for unix sockets) the supervisor opens one
 listening socket and every worker accepts from it. Rooms span the workers: with a broker
 (`--broker redis://...`) through it, without one through the supervisor's hub (see
-`wsapp.broadcast.hub`), which workers reach over a unix socket.
+`wsapp.rooms.brokers.hub`), which workers reach over a unix socket.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import Process
 
-from wsapp.broadcast.hub import Hub
 from wsapp.log import logger
+from wsapp.rooms.brokers.hub import Hub
 from wsapp.server.listeners import listen_error, remove_stale_socket
 
 __all__ = ["Supervisor", "die_with_parent", "reuse_port_supported"]

@@ -33,8 +33,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from wsapp.broadcast import Broker, Deliver, Member
 from wsapp.log import RateLimitedLog, logger
+from wsapp.rooms.brokers import Broker, Deliver, Member
 from wsapp.settings import ConfigError
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from wsapp.broadcast import Member, pack
-from wsapp.broadcast.redis import RedisBroker
 from wsapp.protocol import PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
 from wsapp.rooms import prepare
+from wsapp.rooms.brokers import Member, pack
+from wsapp.rooms.brokers.redis import RedisBroker
 from wsapp.tasks import tasks_for_block
 
 __all__ = ["Publisher"]

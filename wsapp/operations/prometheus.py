@@ -1,7 +1,7 @@
-"""The Prometheus exposition of [wsapp.metrics][]: the `[metrics]` extra.
+"""The Prometheus exposition of [wsapp.operations.metrics][]: the `[metrics]` extra.
 
 prometheus_client writes the format; wsapp hands it the families below through a custom
-collector, built from a [Snapshot][wsapp.metrics.Snapshot] at each scrape, so nothing is
+collector, built from a [Snapshot][wsapp.operations.metrics.Snapshot] at each scrape, so nothing is
 counted twice and the counting itself stays plain integer additions.
 
 An app that already serves Prometheus metrics (a FastAPI app with its own `/metrics`, say)
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - the settings say so first, at start-up
         "wsapp's metrics need prometheus_client: pip install 'wsapp[metrics]'"
     ) from None
 
-from wsapp.metrics import BUCKETS, Metrics, Snapshot
+from wsapp.operations.metrics import BUCKETS, Metrics, Snapshot
 
 __all__ = ["FAMILIES", "WsappCollector", "exposition"]
 

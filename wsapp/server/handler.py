@@ -1,8 +1,8 @@
 """One accepted byte stream, from TLS to the last byte: the built-in server's handshake I/O.
 
 The stream handler reads and parses the request head, then hands the request and a
-[SocketTransport][wsapp.server.transport.SocketTransport] to the shared accept sequence
-([wsapp.lifecycle.accept][]), and runs the accepted connection ([wsapp.lifecycle.run][]).
+[SocketTransport][wsapp.server.transport.SocketTransport] to the shared handshake sequence
+([wsapp.lifecycle.handshake][]), and runs the accepted connection ([wsapp.lifecycle.run][]).
 It also keeps track of every stream it serves, so that a shutdown can close them all. The
 test client drives its in-memory streams through it too.
 """
@@ -23,7 +23,7 @@ from wsapp import lifecycle
 from wsapp.dispatcher import Parking
 from wsapp.lifecycle import Accepted, Capacity, Servable
 from wsapp.log import logger
-from wsapp.plainhttp import PlainAnswer, plain_answer, plain_refusal
+from wsapp.operations.plainhttp import PlainAnswer, plain_answer, plain_refusal
 from wsapp.protocol import CloseCode, Refusal
 from wsapp.protocol.handshake import (
     RequestHead,
@@ -164,7 +164,7 @@ class StreamHandler:
                 return
             with self.capacity:
                 try:
-                    accepted = await self._accept(stream)
+                    accepted = await self._handshake(stream)
                     if accepted is not None:
                         # Run from this frame, not one more: it lasts as long as the connection.
                         await lifecycle.run(accepted, self.app, *self._opened(stream, accepted))
@@ -182,7 +182,7 @@ class StreamHandler:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _accept(self, stream: ByteStream) -> Accepted | None:
+    async def _handshake(self, stream: ByteStream) -> Accepted | None:
         """The handshake, within a scope `close_all` cancels: the accepted connection, if
         it was. The scope ends with the handshake, so that an open connection does not keep
         it (half a KiB each)."""
@@ -276,7 +276,7 @@ class StreamHandler:
                 http_version=head.http_version,
             )
 
-        return await lifecycle.accept(
+        return await lifecycle.handshake(
             self.app,
             settings,
             self.capacity,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import anyio
 
 from wsapp.log import RateLimitedLog
-from wsapp.metrics import Histogram
+from wsapp.operations.metrics import Histogram
 from wsapp.settings import Settings
 
 __all__ = ["TICK", "watch_loop_lag"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsapp.broadcast import Broker, Deliver, Member
+from wsapp.rooms.brokers import Broker, Deliver, Member
 
 __all__ = ["MemoryBroker"]
 

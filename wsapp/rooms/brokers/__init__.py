@@ -135,16 +135,16 @@ def broker_for(url: str | None, presence_ttl: float = 15.0) -> Broker:
     `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers. ``presence_ttl``:
     how long a broker keeps the presence of a process that stopped renewing it."""
     if url is None:
-        from wsapp.broadcast.memory import MemoryBroker
+        from wsapp.rooms.brokers.memory import MemoryBroker
 
         return MemoryBroker()
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        from wsapp.broadcast.redis import RedisBroker
+        from wsapp.rooms.brokers.redis import RedisBroker
 
         return RedisBroker(url, presence_ttl)
     if scheme == "hub+unix":
-        from wsapp.broadcast.hub import HubBroker
+        from wsapp.rooms.brokers.hub import HubBroker
 
         return HubBroker(url.partition("://")[2])
     raise ConfigError(

@@ -24,12 +24,12 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from wsapp.broadcast import Broker, Member, broker_for, pack, unpack
 from wsapp.exceptions import ConnectionClosed
 from wsapp.log import RateLimitedLog
-from wsapp.metrics import BUCKETS, Histogram
+from wsapp.operations.metrics import BUCKETS, Histogram
 from wsapp.protocol import CloseCode, PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
+from wsapp.rooms.brokers import Broker, Member, broker_for, pack, unpack
 from wsapp.routing import Route
 from wsapp.tasks import tasks_for_block
 

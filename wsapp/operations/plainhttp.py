@@ -6,7 +6,7 @@ while the server serves, 503 from the moment it starts shutting down. A balancer
 Kubernetes readiness probe) that polls it takes the process out of rotation before its
 listeners close, provided the shutdown waits long enough first: that wait is the
 `drain_delay` setting. The metrics path answers with the Prometheus exposition of
-[wsapp.prometheus][].
+[wsapp.operations.prometheus][].
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from wsapp.protocol.handshake import Refusal, no_endpoint, upgrade_required
 from wsapp.settings import Settings
 
 if TYPE_CHECKING:
-    from wsapp.metrics import Metrics
+    from wsapp.operations.metrics import Metrics
     from wsapp.routing import Router
 
 __all__ = ["PlainAnswer", "plain_answer", "plain_refusal"]
@@ -57,7 +57,7 @@ def plain_answer(
             (200, b"ok\n", _TEXT) if serving else (503, b"shutting down\n", _TEXT)
         )
     else:
-        from wsapp.prometheus import exposition  # prometheus_client is an optional extra
+        from wsapp.operations.prometheus import exposition  # prometheus_client is an optional extra
 
         status = 200
         body, content_type = exposition(metrics, accept)

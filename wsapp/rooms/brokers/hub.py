@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import ByteStream, SocketListener, TaskGroup
 
-from wsapp.broadcast import Broker, Deliver, Member
 from wsapp.log import RateLimitedLog, logger
+from wsapp.rooms.brokers import Broker, Deliver, Member
 
 __all__ = ["Hub", "HubBroker"]
 

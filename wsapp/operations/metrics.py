@@ -4,11 +4,12 @@ Counting is plain integer additions at the single place each event already passe
 into the inbox, a `send`, the open and the close of a connection, a refusal), so it costs a
 few attribute additions per message and is never turned off. The one figure that costs
 clock readings, handler latency, is sampled, and taken only when something reads the metrics
-(a `metrics_path`, or a [collector][wsapp.prometheus.WsappCollector] registered by the app).
+(a `metrics_path`, or a [collector][wsapp.operations.prometheus.WsappCollector] registered
+by the app).
 
-The numbers are read as a [Snapshot][wsapp.metrics.Snapshot]: plain data that the
-exposition ([wsapp.prometheus][]) renders, and that the workers of one supervisor write to
-its directory so that whichever worker is scraped reports the sum of all of them.
+The numbers are read as a [Snapshot][wsapp.operations.metrics.Snapshot]: plain data that the
+exposition ([wsapp.operations.prometheus][]) renders, and that the workers of one supervisor
+write to its directory so that whichever worker is scraped reports the sum of all of them.
 """
 
 from __future__ import annotations
