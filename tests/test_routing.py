@@ -12,16 +12,16 @@ from wsapp.endpoint import Endpoint, FunctionEndpoint
 from wsapp.routing import Router
 
 
-def router(*patterns: str, fallback: bool = False) -> tuple[Router, dict[str, Endpoint]]:
+def router(*patterns: str, fallback: bool = False) -> tuple[Router[Endpoint], dict[str, Endpoint]]:
     """A router with one endpoint per pattern, in this order, and the endpoints by pattern."""
     endpoints: dict[str, Endpoint] = {pattern: FunctionEndpoint() for pattern in patterns}
-    routes = Router(FunctionEndpoint() if fallback else None)
+    routes: Router[Endpoint] = Router(FunctionEndpoint() if fallback else None)
     for pattern, endpoint in endpoints.items():
         routes.add(pattern, endpoint)
     return routes, endpoints
 
 
-def resolved(routes: Router, path: str) -> tuple[Endpoint, dict[str, Any]]:
+def resolved(routes: Router[Endpoint], path: str) -> tuple[Endpoint, dict[str, Any]]:
     found = routes.resolve(path)
     assert found is not None, f"{path} did not resolve"
     return found

@@ -69,7 +69,7 @@ async def accepted(
                 stream, settings, KEY, flusher=flusher, tasks=tg, raw_socket=sock
             )
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
-            rooms = Rooms()
+            rooms: Rooms[Connection] = Rooms()
             metrics = Metrics(rooms)
             conn = Connection(request, settings, transport, rooms=rooms, metrics=metrics)
             assert not transport.opened

@@ -4,12 +4,11 @@ from wsapp.app import App, RouteHandlers
 from wsapp.connection import Connection
 from wsapp.datastructures import Headers, MutableHeaders, QueryParams
 from wsapp.endpoint import Connector
-from wsapp.exceptions import ConnectionClosed, Reject, WriteTimeout
+from wsapp.exceptions import ConnectionClosed, JoinRefused, Reject, WriteTimeout
 from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
 from wsapp.protocol import CloseCode
 from wsapp.request import Address, Request
-from wsapp.rooms import JoinRefused
 from wsapp.rooms.publisher import Publisher
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings

@@ -20,6 +20,7 @@ from wsapp.endpoint import (
     CallbackDecorators,
     Connector,
     ConnectorEndpoint,
+    Endpoint,
     FunctionEndpoint,
     as_async,
     check_signature,
@@ -52,7 +53,7 @@ class RouteHandlers(CallbackDecorators):
     `@chat.on_message`), several typed `on_message` handlers included.
     """
 
-    def __init__(self, router: Router, pattern: str, policy: DispatchPolicy) -> None:
+    def __init__(self, router: Router[Endpoint], pattern: str, policy: DispatchPolicy) -> None:
         self.pattern = pattern
         self._router = router
         self._policy = policy
@@ -150,10 +151,10 @@ class App(CallbackDecorators):
         self._default = FunctionEndpoint(
             DispatchPolicy(concurrency, on_invalid, binary_json, on_slow, on_rate_limit)
         )
-        self.router: Router = Router()
+        self.router: Router[Endpoint] = Router()
         self.state: SimpleNamespace = SimpleNamespace()
         self.hooks: Lifespan = Lifespan()
-        self.rooms: Rooms = Rooms()
+        self.rooms: Rooms[Connection] = Rooms()
         self.metrics: Metrics = Metrics(self.rooms)
         self._asgi = ASGIAdapter(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.abc import ObjectStream
 from pydantic import BaseModel
@@ -12,16 +12,14 @@ from pydantic_core import to_json
 
 from wsapp.datastructures import MutableHeaders
 from wsapp.inbox import Inbox
-from wsapp.operations.metrics import payload_size
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol import is_sendable
+from wsapp.protocol.frames import payload_size
 from wsapp.ratelimit import RateLimited, enforce
 from wsapp.request import Request
+from wsapp.rooms import Rooms, SlowPolicy
 from wsapp.settings import Settings
 from wsapp.transport import Message, Transport
-
-if TYPE_CHECKING:
-    from wsapp.operations.metrics import Metrics
-    from wsapp.rooms import Rooms, SlowPolicy
 
 __all__ = ["Connection"]
 
@@ -63,7 +61,7 @@ class Connection(ObjectStream[Message]):
         transport: Transport,
         inbox: Inbox | None = None,
         *,
-        rooms: Rooms,
+        rooms: Rooms[Connection],
         metrics: Metrics,
         on_slow: SlowPolicy = "close",
     ) -> None:

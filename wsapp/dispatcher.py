@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 from anyio.abc import TaskGroup
 
-from wsapp.exceptions import ConnectionClosed
+from wsapp.exceptions import ConnectionClosed, JoinRefused
 from wsapp.log import connection_fields, logger
 from wsapp.operations.metrics import HANDLER_SAMPLING, Metrics
 from wsapp.protocol import CloseCode
 from wsapp.ratelimit import RateLimited, enforce
-from wsapp.rooms import JoinRefused
 from wsapp.transport import Message, Transport
 
 if TYPE_CHECKING:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import anyio
+from pydantic_core import to_json
 
-__all__ = ["ConnectionClosed", "Reject", "WriteTimeout"]
+__all__ = ["ConnectionClosed", "JoinRefused", "Reject", "WriteTimeout"]
 
 
 class ConnectionClosed(anyio.BrokenResourceError):
@@ -45,3 +46,27 @@ class Reject(Exception):
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.headers = dict(headers or {})
+
+
+class JoinRefused(Exception):
+    """`conn.join(room)` was refused by the app's `on_join` callback for that room.
+
+    Escaping `on_message`, it is answered with an error reply,
+    `{"type": "error", "error": "join_refused", "room": ..., "detail": ...}`, and the
+    connection stays open.
+
+    Attributes:
+        room: The room that was refused.
+        reason: Why (what the callback raised it with, or `refused by on_join`).
+    """
+
+    def __init__(self, reason: str = "refused by on_join", room: str = "") -> None:
+        super().__init__(reason)
+        self.reason: str = reason
+        self.room: str = room
+
+    def reply(self) -> str:
+        """The error reply sent when this escapes `on_message`."""
+        return to_json(
+            {"type": "error", "error": "join_refused", "room": self.room, "detail": self.reason}
+        ).decode()

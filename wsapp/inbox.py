@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from wsapp.concurrency import Signal, signal_factory
-from wsapp.operations.metrics import payload_size
+from wsapp.protocol.frames import payload_size
 from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 

@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from wsapp.endpoint import Endpoint
-
 __all__ = ["Route", "Router"]
 
 _CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -70,21 +68,22 @@ class Route(Generic[T]):
         return {name: convert(found[name]) for name, convert in self.converters.items()}
 
 
-class Router:
-    """Routes in declaration order, then the fallback endpoint for every other path."""
+class Router(Generic[T]):
+    """Routes in declaration order, then the fallback for every other path; each leads to a
+    ``T`` (an app's endpoint: routing knows nothing of what it routes to)."""
 
-    def __init__(self, fallback: Endpoint | None = None) -> None:
-        self.routes: list[Route[Endpoint]] = []
+    def __init__(self, fallback: T | None = None) -> None:
+        self.routes: list[Route[T]] = []
         self.fallback = fallback
 
-    def add(self, pattern: str, endpoint: Endpoint) -> None:
+    def add(self, pattern: str, endpoint: T) -> None:
         if not pattern.startswith("/"):
             raise ValueError(f"route pattern {pattern!r} must start with '/'")
         if any(route.pattern == pattern for route in self.routes):
             raise ValueError(f"route {pattern!r} is already declared")
         self.routes.append(Route.compile(pattern, endpoint))
 
-    def replace(self, pattern: str, endpoint: Endpoint) -> None:
+    def replace(self, pattern: str, endpoint: T) -> None:
         """Serve the declared ``pattern`` with another endpoint, keeping its place."""
         for index, route in enumerate(self.routes):
             if route.pattern == pattern:
@@ -92,7 +91,7 @@ class Router:
                 return
         raise KeyError(pattern)
 
-    def resolve(self, path: str) -> tuple[Endpoint, dict[str, Any]] | None:
+    def resolve(self, path: str) -> tuple[T, dict[str, Any]] | None:
         """The endpoint for ``path`` and its converted parameters, or None (404)."""
         for route in self.routes:
             params = route.match(path)

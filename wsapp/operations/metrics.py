@@ -17,16 +17,12 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 from pydantic import TypeAdapter
-
-if TYPE_CHECKING:
-    from wsapp.rooms import Rooms
-    from wsapp.transport import Message, Transport
 
 __all__ = [
     "BUCKETS",
@@ -35,6 +31,7 @@ __all__ = [
     "Histogram",
     "HistogramCounts",
     "Metrics",
+    "RoomStats",
     "Snapshot",
     "SnapshotFiles",
     "merge",
@@ -109,6 +106,50 @@ class Snapshot:
         return Snapshot(self.counters, {}, self.histograms, processes=0)
 
 
+@dataclass
+class RoomStats:
+    """What the rooms of this process have done since it started.
+
+    Attributes:
+        broadcasts: Messages broadcast from this process.
+        received: Room messages delivered here (from this process or, through a broker,
+            from others).
+        deliveries: Frames queued for members.
+        delivered_bytes: Their payload bytes.
+        dropped: Messages skipped for a slow member (`on_slow="drop"`).
+        slow_closes: Members closed for being too slow (`on_slow="close"`).
+        broker_lag: Seconds from the publish to the delivery here, of the room messages that
+            came through a broker.
+    """
+
+    broadcasts: int = 0
+    received: int = 0
+    deliveries: int = 0
+    delivered_bytes: int = 0
+    dropped: int = 0
+    slow_closes: int = 0
+    broker_lag: Histogram = field(default_factory=lambda: Histogram(BUCKETS["broker_lag_seconds"]))
+
+
+class RoomGauges(Protocol):
+    """What the metrics read of the rooms ([Rooms][wsapp.rooms.Rooms] is one): their
+    counters, and who is in them now."""
+
+    @property
+    def stats(self) -> RoomStats: ...
+
+    def names(self) -> list[str]: ...
+
+    def count(self, room: str) -> int: ...
+
+
+class Queued(Protocol):
+    """What the metrics read of an open connection's transport: its bytes still to write."""
+
+    @property
+    def unsent(self) -> int: ...
+
+
 _SNAPSHOT_JSON = TypeAdapter(Snapshot)
 
 
@@ -154,7 +195,7 @@ class Metrics:
         timing: Whether `on_message` is timed (set when something reads the metrics).
     """
 
-    def __init__(self, rooms: Rooms) -> None:
+    def __init__(self, rooms: RoomGauges) -> None:
         self.opened: int = 0
         self.closed: dict[int, int] = {}
         self.refused: dict[int, int] = {}
@@ -170,15 +211,15 @@ class Metrics:
         self.timing: bool = False
         self.shared: SnapshotFiles | None = None  # with --workers: the others' snapshots
         self._rooms = rooms
-        self._open: set[Transport] = set()  # for the gauges: how many, what they have queued
+        self._open: set[Queued] = set()  # for the gauges: how many, what they have queued
 
     # --- counting (called by the lifecycle and the connection) ------------------------------
 
-    def connection_opened(self, transport: Transport) -> None:
+    def connection_opened(self, transport: Queued) -> None:
         self.opened += 1
         self._open.add(transport)
 
-    def connection_closed(self, transport: Transport, code: int) -> None:
+    def connection_closed(self, transport: Queued, code: int) -> None:
         self._open.discard(transport)
         self.closed[code] = self.closed.get(code, 0) + 1
 
@@ -245,13 +286,6 @@ class Metrics:
 
 def _counts(histogram: Histogram) -> HistogramCounts:
     return HistogramCounts(list(histogram.counts), histogram.total)
-
-
-def payload_size(message: Message) -> int:
-    """The payload bytes of a message: UTF-8 for text (ASCII text is not encoded to know)."""
-    if type(message) is str and not message.isascii():
-        return len(message.encode())
-    return len(message)
 
 
 class SnapshotFiles:

@@ -11,14 +11,12 @@ listeners close, provided the shutdown waits long enough first: that wait is the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from wsapp.operations.metrics import Metrics
 from wsapp.protocol.handshake import Refusal, no_endpoint, upgrade_required
+from wsapp.routing import Router
 from wsapp.settings import Settings
-
-if TYPE_CHECKING:
-    from wsapp.operations.metrics import Metrics
-    from wsapp.routing import Router
 
 __all__ = ["PlainAnswer", "plain_answer", "plain_refusal"]
 
@@ -64,7 +62,7 @@ def plain_answer(
     return status, [("Content-Type", content_type), _NO_STORE], b"" if method == "HEAD" else body
 
 
-def plain_refusal(router: Router, path: str) -> Refusal:
+def plain_refusal(router: Router[Any], path: str) -> Refusal:
     """The answer to a plain HTTP request for any other path: 426 where an endpoint serves
     ``path`` (it takes a handshake there), else the 404 a handshake there gets too.
 

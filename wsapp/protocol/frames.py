@@ -22,6 +22,7 @@ __all__ = [
     "PreparedMessage",
     "encode_frame",
     "frame_header",
+    "payload_size",
 ]
 
 OPCODE_TEXT = 0x1
@@ -29,6 +30,15 @@ OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9
 OPCODE_PONG = 0xA
+
+
+def payload_size(message: str | bytes) -> int:
+    """The payload bytes of a message's frame: UTF-8 for text (ASCII text is not encoded to
+    know; callers on a per-message path test `isascii` first, to save the call)."""
+    if type(message) is str and not message.isascii():
+        return len(message.encode("utf-8", "surrogatepass"))
+    return len(message)
+
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")

@@ -17,28 +17,24 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel
-from pydantic_core import to_json
 
-from wsapp.exceptions import ConnectionClosed
+from wsapp.exceptions import ConnectionClosed, JoinRefused
 from wsapp.log import RateLimitedLog
-from wsapp.operations.metrics import BUCKETS, Histogram
+from wsapp.operations.metrics import RoomStats
 from wsapp.protocol import CloseCode, PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
 from wsapp.rooms.brokers import Broker, Member, broker_for, pack, unpack
 from wsapp.routing import Route
+from wsapp.settings import Settings
 from wsapp.tasks import tasks_for_block
+from wsapp.transport import Transport
 
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
-    from wsapp.settings import Settings
-    from wsapp.transport import Transport
-
-__all__ = ["JoinRefused", "RoomStats", "Rooms", "SlowPolicy", "prepare"]
+__all__ = ["RoomMember", "Rooms", "SlowPolicy", "prepare"]
 
 SlowPolicy = Literal["close", "drop"]
 Authorizer = Callable[..., Awaitable[Any]]
@@ -46,58 +42,28 @@ Authorizer = Callable[..., Awaitable[Any]]
 TOO_SLOW = "too slow: more than outbound_budget bytes waiting"
 
 
-class JoinRefused(Exception):
-    """`conn.join(room)` was refused by the app's `on_join` callback for that room.
+class RoomMember(Protocol):
+    """What the rooms read of a member ([Connection][wsapp.Connection] is one)."""
 
-    Escaping `on_message`, it is answered with an error reply,
-    `{"type": "error", "error": "join_refused", "room": ..., "detail": ...}`, and the
-    connection stays open.
+    @property
+    def id(self) -> str: ...
 
-    Attributes:
-        room: The room that was refused.
-        reason: Why (what the callback raised it with, or `refused by on_join`).
-    """
+    @property
+    def settings(self) -> Settings: ...
 
-    def __init__(self, reason: str = "refused by on_join", room: str = "") -> None:
-        super().__init__(reason)
-        self.reason: str = reason
-        self.room: str = room
+    @property
+    def close_code(self) -> int | None: ...
 
-    def reply(self) -> str:
-        """The error reply sent when this escapes `on_message`."""
-        return to_json(
-            {"type": "error", "error": "join_refused", "room": self.room, "detail": self.reason}
-        ).decode()
+    @property
+    def close_reason(self) -> str: ...
 
 
-@dataclass
-class RoomStats:
-    """What the rooms of this process have done since it started.
-
-    Attributes:
-        broadcasts: Messages broadcast from this process.
-        received: Room messages delivered here (from this process or, through a broker,
-            from others).
-        deliveries: Frames queued for members.
-        delivered_bytes: Their payload bytes.
-        dropped: Messages skipped for a slow member (`on_slow="drop"`).
-        slow_closes: Members closed for being too slow (`on_slow="close"`).
-        broker_lag: Seconds from the publish to the delivery here, of the room messages that
-            came through a broker.
-    """
-
-    broadcasts: int = 0
-    received: int = 0
-    deliveries: int = 0
-    delivered_bytes: int = 0
-    dropped: int = 0
-    slow_closes: int = 0
-    broker_lag: Histogram = field(default_factory=lambda: Histogram(BUCKETS["broker_lag_seconds"]))
+C = TypeVar("C", bound=RoomMember)
 
 
 @dataclass(eq=False, slots=True)
-class _Member:
-    conn: Connection
+class _Member(Generic[C]):
+    conn: C
     transport: Transport
     on_slow: SlowPolicy
     rooms: dict[str, Member] = field(default_factory=dict)  # room → how presence shows it
@@ -115,8 +81,9 @@ def prepare(message: str | bytes | BaseModel) -> PreparedMessage:
     )
 
 
-class Rooms:
-    """The rooms of one app, in this process: membership, presence and broadcasts.
+class Rooms(Generic[C]):
+    """The rooms of one app, in this process: membership, presence and broadcasts; their
+    members are ``C`` (an app's are its [Connection][wsapp.Connection]s).
 
     Reach it as `app.rooms`; connections join and leave with `conn.join(room)` and
     `conn.leave(room)`, and `app.broadcast(room, message)` sends to every member.
@@ -126,8 +93,8 @@ class Rooms:
     """
 
     def __init__(self) -> None:
-        self._rooms: dict[str, dict[str, _Member]] = {}  # room → conn id → member, in join order
-        self._members: dict[str, _Member] = {}  # conn id → member, while in any room
+        self._rooms: dict[str, dict[str, _Member[C]]] = {}  # room → conn id → member, in join order
+        self._members: dict[str, _Member[C]] = {}  # conn id → member, while in any room
         self._authorizers: list[Route[Authorizer]] = []
         self._broker: Broker = broker_for(None)
         self._task_groups: list[TaskGroup] = []  # of the runs serving the rooms
@@ -143,7 +110,7 @@ class Rooms:
 
     # --- what is in them -------------------------------------------------------------------
 
-    def members(self, room: str) -> list[Connection]:
+    def members(self, room: str) -> list[C]:
         """The connections in ``room`` in this process, in the order they joined."""
         return [member.conn for member in self._rooms.get(room, {}).values()]
 
@@ -155,7 +122,7 @@ class Rooms:
         """The rooms with members in this process."""
         return list(self._rooms)
 
-    def rooms_of(self, conn: Connection) -> frozenset[str]:
+    def rooms_of(self, conn: C) -> frozenset[str]:
         """The rooms ``conn`` is in."""
         member = self._members.get(conn.id)
         return frozenset(member.rooms) if member is not None else frozenset()
@@ -173,7 +140,7 @@ class Rooms:
 
     async def join(
         self,
-        conn: Connection,
+        conn: C,
         transport: Transport,
         on_slow: SlowPolicy,
         room: str,
@@ -203,7 +170,7 @@ class Rooms:
         member.rooms[room] = presence
         self._rooms.setdefault(room, {})[conn.id] = member
 
-    async def _authorize(self, conn: Connection, room: str) -> None:
+    async def _authorize(self, conn: C, room: str) -> None:
         for pattern in self._authorizers:
             params = pattern.match(room)
             if params is None:
@@ -217,7 +184,7 @@ class Rooms:
                 raise JoinRefused(room=room)
             return
 
-    async def leave(self, conn: Connection, room: str) -> None:
+    async def leave(self, conn: C, room: str) -> None:
         """Remove ``conn`` from ``room`` (nothing if it is not in it)."""
         member = self._members.get(conn.id)
         if member is None or room not in member.rooms:
@@ -225,7 +192,7 @@ class Rooms:
         self._forget(member, room)
         await self._withdraw(room, conn.id)
 
-    async def leave_all(self, conn: Connection) -> None:
+    async def leave_all(self, conn: C) -> None:
         """Remove ``conn`` from every room (when it closes, before `on_close`)."""
         member = self._members.get(conn.id)
         if member is None:
@@ -234,7 +201,7 @@ class Rooms:
             self._forget(member, room)
             await self._withdraw(room, conn.id)
 
-    def _forget(self, member: _Member, room: str) -> None:
+    def _forget(self, member: _Member[C], room: str) -> None:
         """Take ``member`` out of ``room`` here, at once (no await: a broadcast in between
         must not reach it)."""
         del member.rooms[room]
@@ -278,7 +245,7 @@ class Rooms:
         members = self._rooms.get(room)
         if not members:
             return
-        slow: list[_Member] = []
+        slow: list[_Member[C]] = []
         queued = 0
         # The per-recipient path: one dict lookup, one push, no await, no task.
         for member_id, member in members.items():
@@ -296,7 +263,7 @@ class Rooms:
         for member in slow:
             self._too_slow(member, room)
 
-    def _too_slow(self, member: _Member, room: str) -> None:
+    def _too_slow(self, member: _Member[C], room: str) -> None:
         conn = member.conn
         budget = conn.settings.outbound_budget
         if member.on_slow == "drop":
@@ -328,7 +295,7 @@ class Rooms:
     # --- serving ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, settings: Settings) -> AsyncIterator[Rooms]:
+    async def running(self, settings: Settings) -> AsyncIterator[Rooms[C]]:
         """Serve the rooms for the duration of the block (a server, an ASGI host's lifespan,
         a test client), with the broker the settings name connected.
 
