@@ -50,12 +50,17 @@ def masked_text_frame(payload: bytes) -> bytes:
 
 
 class EchoLoad(asyncio.Protocol):
-    """One connection: handshake, then keep IN_FLIGHT messages outstanding, count echoes."""
+    """One connection: handshake, then keep ``in_flight`` messages outstanding, count echoes."""
 
     def __init__(
-        self, ready: asyncio.Future[None], counter: list[int], message: bytes = MESSAGE
+        self,
+        ready: asyncio.Future[None],
+        counter: list[int],
+        message: bytes = MESSAGE,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         self.ready = ready
+        self.in_flight = in_flight
         self.counter = counter
         self.buffer = b""
         self.upgraded = False
@@ -92,20 +97,21 @@ class EchoLoad(asyncio.Protocol):
 
     def start(self) -> None:
         assert self.transport is not None
-        self.transport.write(self.frame * IN_FLIGHT)
+        self.transport.write(self.frame * self.in_flight)
 
 
 async def drive(
-    port: int, seconds: float, pid: int, message: bytes = MESSAGE
+    port: int, seconds: float, pid: int, message: bytes = MESSAGE, in_flight: int = IN_FLIGHT
 ) -> tuple[float, float]:
-    """(messages per second, server CPU seconds per message) over ``seconds`` of load."""
+    """(messages per second, server CPU seconds per message) over ``seconds`` of load, with
+    ``in_flight`` messages outstanding on each of the CONNECTIONS."""
     loop = asyncio.get_running_loop()
     counter = [0]
     protocols = []
     for _ in range(CONNECTIONS):
         ready: asyncio.Future[None] = loop.create_future()
         _, protocol = await loop.create_connection(
-            lambda ready=ready: EchoLoad(ready, counter, message), "127.0.0.1", port
+            lambda ready=ready: EchoLoad(ready, counter, message, in_flight), "127.0.0.1", port
         )
         await ready
         protocols.append(protocol)
@@ -155,10 +161,13 @@ class Contender:
     cwd: Path = ROOT  # `python -m` imports wsapp from here: another tree serves another wsapp
 
 
-def wsapp_command(port: int, *flags: str, app: str = "examples.echo:app") -> list[str]:
-    """The command serving ``app`` (the echo example by default) with wsapp on ``port``."""
-    return [sys.executable, "-m", "wsapp", app, "--port", str(port),
-            "--log-level", "warning", *flags]  # fmt: skip
+def wsapp_command(
+    port: int, *flags: str, app: str = "examples.echo:app", log_level: str | None = "warning"
+) -> list[str]:
+    """The command serving ``app`` (the echo example by default) with wsapp on ``port``;
+    ``log_level`` None keeps wsapp's default logging (info: a line per open and close)."""
+    logging = [] if log_level is None else ["--log-level", log_level]
+    return [sys.executable, "-m", "wsapp", app, "--port", str(port), *logging, *flags]
 
 
 @contextmanager
@@ -174,8 +183,13 @@ def serving_echo(*flags: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         process.wait(timeout=15)
 
 
-def uvicorn_command(app: str, port: int, backend: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
+def uvicorn_command(
+    app: str, port: int, backend: str, log_level: str | None = "warning"
+) -> list[str]:
+    """The command serving the ASGI ``app`` with uvicorn (websockets-sansio) on ``port``;
+    ``log_level`` None keeps uvicorn's default logging."""
+    logging = [] if log_level is None else ["--log-level", log_level]
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), *logging,
             "--ws", "websockets-sansio", "--loop", "uvloop" if backend == "uvloop" else "asyncio",
             "--lifespan", "on"]  # fmt: skip
 

@@ -1,33 +1,56 @@
-"""The benchmark suite: wsapp against its peers on workloads W1-W4 and under ASGI.
+"""The benchmark suite: wsapp against its peers on workloads W1-W4, under ASGI, and in a
+broadcast, then issue 28's targets, each "met" or "not met".
 
-    python bench/suite.py [--rounds 3] [--seconds 3] [--only W1,W2,W3,W4,ASGI]
-                          [--connections 5000] [--markdown]
+    python bench/suite.py [--rounds N] [--seconds 3] [--connections 5000,19000]
+                          [--only W1,W1-sparse,W1-deflate,W2,W3,W4,ASGI,BROADCAST]
+                          [--members 10000] [--markdown]
 
 Every server runs in its own process and echoes each message back; the load generator is
 this process: raw asyncio Protocols writing pre-built masked frames, far cheaper than any
-server. Each workload runs ``--rounds`` rounds that alternate between its servers, so that
-drift on a noisy machine hits them all alike; the figures reported are medians over rounds.
+server. Each workload runs rounds (``--rounds``; by default 3, and 5 for W1 sparse), each
+measuring every server in turn, in reverse order every other round, so that drift on a noisy
+machine hits them all alike. A server's figures are medians over rounds; a target that
+compares two servers takes their ratio within each round, then the median of those ratios
+(its range is printed beside it), because on a loaded machine every server's figure swings
+from round to round (with the sparse loads, with how many sockets each loop iteration finds
+ready) and the servers of one round swing together.
+
+The servers: wsapp's echo example (examples/echo.py) on its asyncio, uvloop and trio
+backends; websockets (its asyncio server, bench/echo.py); aiohttp 3.x with its C frame
+reader (bench/aiohttp_echo.py); picows, Cython, on uvloop (bench/picows_echo.py); uvicorn's
+websockets-sansio under a raw ASGI echo app (uvicorn+sansio, bench/asgi_echo.py). Every one
+with a 1 MiB message limit (W3: 4 MiB) and no compression, except in the deflate workloads.
 
 W1  50 connections x 10 messages in flight x 32-byte text: server CPU time (user + system,
-    from /proc) per echoed message, and messages per second. Servers: wsapp (asyncio, uvloop
-    and trio backends), websockets, uvicorn+sansio (uvicorn's websockets-sansio serving a
-    raw ASGI echo app, bench/asgi_echo.py).
+    from /proc) per echoed message, and messages per second.
+W1 sparse  the same with 1 message in flight per connection: nothing to batch, as on most
+    connections of a chat or a dashboard. 5 rounds by default.
+W1 deflate  W1 with permessage-deflate negotiated (the client offers it, the 101 must accept
+    it) and every message compressed both ways: wsapp against websockets.
 W2  one connection, one 32-byte message in flight: round-trip latency seen by the client,
     p50 and p99 over ``--latency-count`` messages after 1,000 of warm-up.
 W3  4 connections x 2 in flight x 1 MiB binary, masked with a random nonzero key: echoed
     payload throughput (MB/s, 10^6 bytes) and server CPU per MiB.
-W4  memory: ``--connections`` idle connections (handshake done, then silent), server RSS
-    growth per connection (VmRSS from /proc), without compression and with
-    permessage-deflate offered by the client (the 101 must accept it); each round starts
-    fresh servers. Handshakes: 20 client loops, each connecting, upgrading, closing
-    (masked close frame, the server's close frame, the server's FIN) over and over:
-    handshakes per second and server CPU per handshake.
+W4  memory: idle connections (handshake done, then silent) opened in one ramp, the server's
+    RSS growth per connection (VmRSS from /proc) read when the ramp reaches each of
+    ``--connections`` (5,000 then 19,000 by default: "flat" is the figure at the last count
+    within 10 % of the first's); with permessage-deflate at the first count only; each round
+    starts fresh servers. This process and each server hold a file per connection: the
+    suite raises RLIMIT_NOFILE's soft limit to the hard one, which the servers inherit (as
+    root, the hard one too when it is below the last count), or refuses to start.
+    Handshakes: 20 client loops, each connecting, upgrading, closing (masked close frame,
+    the server's close frame, the server's FIN) over and over, every server logging as it
+    does by default (wsapp: a line per open and per close, into a file): handshakes per
+    second and server CPU per handshake.
 ASGI  W1 under uvicorn (websockets-sansio): wsapp's echo example as an ASGI app against the
     same endpoint written with Starlette (bench/starlette_echo.py).
+BROADCAST  bench/broadcast.py's rooms scenario, wsapp against websockets.broadcast, one room
+    of ``--members`` members, bursts of 1 and 10: run as its own process (its servers and
+    load processes are its own), which writes every round's figures as JSON for the suite to
+    read (``--json``): CPU per delivery and deliveries per second.
 
-Then the targets (ratios of medians, or absolute bounds), each "met" or "not met". With
-``--markdown`` the results are printed again as markdown tables for docs/performance. Round
-by round progress goes to stderr, results to stdout. The exit status is 1 when a server
+With ``--markdown`` the results are printed again as markdown tables for docs/performance.
+Round by round progress goes to stderr, results to stdout. The exit status is 1 when a server
 failed a workload (its cells read "failed"), whether or not targets were met.
 """
 
@@ -36,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import platform
 import resource
@@ -43,15 +67,19 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from echo import (
+    CONNECTIONS,
+    IN_FLIGHT,
     ROOT,
     Contender,
     cpu_seconds,
@@ -65,8 +93,10 @@ from echo import (
 from memory import rss
 
 SUITE = Path(__file__).resolve()
+BENCH = SUITE.parent
 MIB = 1 << 20
 SMALL = b"x" * 32  # W1, W2 and ASGI messages
+SPARSE_IN_FLIGHT = 1  # W1 sparse: what most connections of a chat or a dashboard have
 LARGE_SIZE = MIB  # W3 messages
 LARGE_LIMIT = 4 * MIB  # the servers' message size limit in W3
 LARGE_CONNECTIONS, LARGE_IN_FLIGHT = 4, 2
@@ -75,6 +105,11 @@ HANDSHAKE_LOOPS = 20
 BATCH = 100  # W4: connections opened concurrently (below every server's listen backlog)
 WARMUP = 0.5  # seconds of load before a measurement starts
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+IDLE_COUNTS = "5000,19000"  # W4 memory: RSS is read at each count, on one ramp of connections
+IDLE_LIMIT_KIB = 8.0  # W4: the bound per idle connection (issue 28)
+FLAT = 1.10  # W4: "flat" read as KiB/conn at the last count within 10 % of the first's
+BROADCAST_MEMBERS = 10_000
+BROADCAST_BURSTS = (1, 10)
 
 WSAPP_BACKENDS = {"wsapp": "asyncio", "wsapp-uvloop": "uvloop", "wsapp-trio": "trio"}
 UVICORN_APPS = {
@@ -82,7 +117,9 @@ UVICORN_APPS = {
     "wsapp+uvicorn": "examples.echo:app",
     "starlette+uvicorn": "bench.starlette_echo:app",
 }
-SERVERS = [*WSAPP_BACKENDS, "websockets", *UVICORN_APPS]  # the order of columns
+#: peers in a script of their own: bench/NAME_echo.py PORT [--max-size N] [--deflate]
+PEER_SCRIPTS = {"aiohttp": BENCH / "aiohttp_echo.py", "picows": BENCH / "picows_echo.py"}
+SERVERS = [*WSAPP_BACKENDS, "websockets", *PEER_SCRIPTS, *UVICORN_APPS]  # the order of columns
 
 
 # --- the servers ------------------------------------------------------------------------
@@ -95,11 +132,15 @@ class ServerOptions:
     max_size: int | None = None  # message size limit, when the default (1 MiB) is too low
     deflate: bool = False  # negotiate permessage-deflate when offered
     max_connections: int | None = None  # wsapp's connection limit, when W4 needs a high one
+    # each server logs as it does by default (wsapp: a line per open and close) into a file,
+    # instead of being told to log warnings only
+    default_logging: bool = False
 
 
 def make_server(name: str, options: ServerOptions) -> tuple[Contender, int]:
     """The command serving the echo endpoint as ``name`` on a free port: (contender, port)."""
     port = free_port()
+    log_level = None if options.default_logging else "warning"
     if name in WSAPP_BACKENDS:
         flags = ["--backend", WSAPP_BACKENDS[name]]
         flags.append("--compression" if options.deflate else "--no-compression")
@@ -107,21 +148,28 @@ def make_server(name: str, options: ServerOptions) -> tuple[Contender, int]:
             flags += ["--max-message-size", str(options.max_size)]
         if options.max_connections:
             flags += ["--max-connections", str(options.max_connections)]
-        command = wsapp_command(port, *flags)
+        command = wsapp_command(port, *flags, log_level=log_level)
     elif name == "websockets":
         command = [sys.executable, str(SUITE), "--serve-websockets", str(port),
                    "--ws-max-size", str(options.max_size or MIB),
                    "--ws-compression", "deflate" if options.deflate else "none"]  # fmt: skip
+    elif name in PEER_SCRIPTS:
+        command = [sys.executable, str(PEER_SCRIPTS[name]), str(port),
+                   "--max-size", str(options.max_size or MIB)]  # fmt: skip
+        if options.deflate:
+            command.append("--deflate")
     else:
-        command = uvicorn_command(UVICORN_APPS[name], port, "asyncio")
+        command = uvicorn_command(UVICORN_APPS[name], port, "asyncio", log_level)
         if options.max_size:
             command += ["--ws-max-size", str(options.max_size)]
     return Contender(name, command), port
 
 
-def spawn(contender: Contender, port: int) -> subprocess.Popen[bytes]:
-    """Start a server and wait (20 s at most) until it listens; its output goes to stderr."""
-    process = subprocess.Popen(contender.command, cwd=ROOT, stdout=sys.stderr)
+def spawn(contender: Contender, port: int, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server and wait (20 s at most) until it listens; its output goes to ``log``,
+    or to stderr."""
+    output: IO[Any] = log if log is not None else sys.stderr
+    process = subprocess.Popen(contender.command, cwd=ROOT, stdout=output, stderr=output)
     try:
         wait_listening(port, process)
     except BaseException:
@@ -160,15 +208,17 @@ def mask_key() -> bytes:
             return key
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A final frame from client to server, masked with a fresh random key."""
+def client_frame(opcode: int, payload: bytes, compressed: bool = False) -> bytes:
+    """A final frame from client to server, masked with a fresh random key; ``compressed``
+    sets RSV1 (permessage-deflate)."""
     length = len(payload)
+    first = 0x80 | (0x40 if compressed else 0) | opcode
     if length < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        head = struct.pack("!BB", first, 0x80 | length)
     elif length < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+        head = struct.pack("!BBH", first, 0x80 | 126, length)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+        head = struct.pack("!BBQ", first, 0x80 | 127, length)
     key = mask_key()
     mask = (key * (length // 4 + 1))[:length]
     masked = int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")
@@ -179,6 +229,15 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 def large_frame() -> bytes:
     """W3's masked 1 MiB binary frame, built once and sent by every connection."""
     return client_frame(0x2, os.urandom(LARGE_SIZE))
+
+
+@cache
+def deflated_frame() -> bytes:
+    """W1 deflate's masked text frame: SMALL compressed on its own (a fresh compressor, sync
+    flushed, so no final block: it inflates alike with or without the server's context)."""
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    data = compressor.compress(SMALL) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return client_frame(0x1, data.removesuffix(b"\x00\x00\xff\xff"), compressed=True)
 
 
 CLOSE_FRAME = client_frame(0x8, struct.pack("!H", 1000))
@@ -334,12 +393,14 @@ def check_open(clients: Iterable[Client]) -> None:
 
 
 class Stream(Client):
-    """Keeps ``in_flight`` copies of ``frame`` outstanding; counts the bytes echoed back."""
+    """Keeps ``in_flight`` copies of ``frame`` outstanding; counts the messages and the bytes
+    echoed back, each of which should be ``expected`` bytes long (None: any length, as a
+    compressed echo is)."""
 
-    def __init__(self, request: bytes, frame: bytes, in_flight: int, expected: int) -> None:
+    def __init__(self, request: bytes, frame: bytes, in_flight: int, expected: int | None) -> None:
         super().__init__(request)
         self.frame, self.in_flight, self.expected = frame, in_flight, expected
-        self.echoed = 0
+        self.echoed = self.messages = 0
         self.wrong: int | None = None
 
     def start(self) -> None:
@@ -348,9 +409,10 @@ class Stream(Client):
             self.transport.write(self.frame)
 
     def message(self, size: int) -> None:
-        if size != self.expected:
+        if self.expected is not None and size != self.expected:
             self.wrong = size
         self.echoed += size
+        self.messages += 1
         assert self.transport is not None
         self.transport.write(self.frame)
 
@@ -423,9 +485,9 @@ Figures = dict[str, float]
 Measure = Callable[[int, int], Awaitable[Figures]]  # (port, server pid) -> figures
 
 
-async def echo_load(port: int, pid: int, seconds: float) -> Figures:
-    """W1 and ASGI: bench/echo.py's load, 50 connections x 10 x 32 bytes."""
-    rate, cpu = await drive(port, seconds, pid, SMALL)
+async def echo_load(port: int, pid: int, seconds: float, in_flight: int) -> Figures:
+    """W1, W1 sparse and ASGI: bench/echo.py's load, 50 connections x ``in_flight`` x 32 B."""
+    rate, cpu = await drive(port, seconds, pid, SMALL, in_flight)
     if rate == 0:
         raise RuntimeError("no message echoed")
     return {"cpu": cpu * 1e6, "rate": rate}
@@ -452,29 +514,61 @@ def percentile(ordered: list[int], percent: float) -> float:
     return ordered[int(rank) - 1]
 
 
-async def throughput(port: int, pid: int, seconds: float) -> Figures:
-    """W3: 4 connections x 2 messages of 1 MiB in flight."""
-    request, frame = upgrade_request(), large_frame()
-    factory = partial(Stream, request, frame, LARGE_IN_FLIGHT, LARGE_SIZE)
-    clients = [await connect(port, factory) for _ in range(LARGE_CONNECTIONS)]
+@dataclass(frozen=True)
+class Echoed:
+    """What ``seconds`` of a streams load echoed, and the server CPU seconds it took."""
+
+    messages: int
+    payload: int  # bytes, as the server sent them (compressed, under permessage-deflate)
+    cpu: float
+    elapsed: float
+
+
+async def streams(
+    port: int, pid: int, seconds: float, connections: int, factory: Callable[[], Stream],
+    deflate: bool = False,
+) -> Echoed:  # fmt: skip
+    """``connections`` Streams, started together, measured after the warm-up; each 101 must
+    have negotiated permessage-deflate exactly when ``deflate``."""
+    clients = [await connect(port, factory) for _ in range(connections)]
     try:
         for client in clients:
+            check_deflate(client.upgraded.result(), deflate)
             client.start()
         await asyncio.sleep(WARMUP)
-        start_bytes, start_cpu = sum(c.echoed for c in clients), cpu_seconds(pid)
-        start = time.perf_counter()
+        start_messages, start_bytes = (
+            sum(c.messages for c in clients),
+            sum(c.echoed for c in clients),
+        )
+        start_cpu, start = cpu_seconds(pid), time.perf_counter()
         await asyncio.sleep(seconds)
-        echoed = sum(c.echoed for c in clients) - start_bytes
+        messages = sum(c.messages for c in clients) - start_messages
+        payload = sum(c.echoed for c in clients) - start_bytes
         cpu, elapsed = cpu_seconds(pid) - start_cpu, time.perf_counter() - start
         check_open(clients)
     finally:
         await close_all(clients)
     wrong = next((c.wrong for c in clients if c.wrong is not None), None)
     if wrong is not None:
-        raise RuntimeError(f"echo of {wrong} bytes instead of {LARGE_SIZE}")
-    if not echoed:
+        raise RuntimeError(f"echo of {wrong} bytes instead of {clients[0].expected}")
+    if not messages:
         raise RuntimeError("no message echoed")
-    return {"mbps": echoed / elapsed / 1e6, "cpu": cpu / (echoed / MIB) * 1e3}
+    return Echoed(messages, payload, cpu, elapsed)
+
+
+async def throughput(port: int, pid: int, seconds: float) -> Figures:
+    """W3: 4 connections x 2 messages of 1 MiB in flight."""
+    factory = partial(Stream, upgrade_request(), large_frame(), LARGE_IN_FLIGHT, LARGE_SIZE)
+    echoed = await streams(port, pid, seconds, LARGE_CONNECTIONS, factory)
+    return {"mbps": echoed.payload / echoed.elapsed / 1e6,
+            "cpu": echoed.cpu / (echoed.payload / MIB) * 1e3}  # fmt: skip
+
+
+async def deflate_echo(port: int, pid: int, seconds: float) -> Figures:
+    """W1 deflate: W1's 50 connections x 10 in flight, each message compressed both ways."""
+    factory = partial(Stream, upgrade_request(True), deflated_frame(), IN_FLIGHT, None)
+    echoed = await streams(port, pid, seconds, CONNECTIONS, factory, deflate=True)
+    return {"cpu": echoed.cpu / echoed.messages * 1e6, "rate": echoed.messages / echoed.elapsed}
 
 
 def extensions(head: bytes) -> str:
@@ -487,39 +581,46 @@ def extensions(head: bytes) -> str:
     return ", ".join(values)
 
 
-async def idle_memory(port: int, pid: int, count: int, deflate: bool) -> Figures:
-    """W4 memory: RSS growth of the server per idle connection."""
+def check_deflate(head: bytes, deflate: bool) -> None:
+    """Raise unless the 101 ``head`` negotiated permessage-deflate exactly when offered."""
+    if ("permessage-deflate" in extensions(head)) != deflate:
+        raise RuntimeError(
+            "the 101 response does not carry permessage-deflate"
+            if deflate
+            else f"extension negotiated without an offer: {extensions(head)}"
+        )
+
+
+def idle_key(count: int) -> str:
+    return f"kib{count}"
+
+
+async def idle_memory(port: int, pid: int, counts: list[int], deflate: bool) -> Figures:
+    """W4 memory: RSS growth of the server per idle connection, read once the ramp of
+    connections reaches each of ``counts`` (ascending)."""
     request = upgrade_request(deflate)
-
-    def check(head: bytes) -> None:
-        negotiated = "permessage-deflate" in extensions(head)
-        if negotiated != deflate:
-            raise RuntimeError(
-                "the 101 response does not carry permessage-deflate"
-                if deflate
-                else f"extension negotiated without an offer: {extensions(head)}"
-            )
-
     warm = await connect(port, partial(Client, request))  # first-use imports, not measured
-    check(await warm.upgraded)
+    check_deflate(await warm.upgraded, deflate)
     await close_all([warm])
     await asyncio.sleep(WARMUP)
     before = rss(pid)
     clients: list[Client] = []
+    figures: Figures = {}
     try:
-        while len(clients) < count:
-            batch = min(BATCH, count - len(clients))
-            clients += await asyncio.gather(
-                *(connect(port, partial(Client, request)) for _ in range(batch))
-            )
-        for client in clients:
-            check(client.upgraded.result())
-        await asyncio.sleep(1)
-        after = rss(pid)
-        check_open(clients)
+        for count in counts:
+            while len(clients) < count:
+                batch = min(BATCH, count - len(clients))
+                clients += await asyncio.gather(
+                    *(connect(port, partial(Client, request)) for _ in range(batch))
+                )
+            for client in clients:
+                check_deflate(client.upgraded.result(), deflate)
+            await asyncio.sleep(1)
+            figures[idle_key(count)] = (rss(pid) - before) / count / 1024
+            check_open(clients)
     finally:
         await close_all(clients)
-    return {"kib": (after - before) / count / 1024}
+    return figures
 
 
 async def handshakes(port: int, pid: int, seconds: float) -> Figures:
@@ -581,18 +682,25 @@ class Workload:
     title: str
     servers: list[str]
     figures: list[Figure]
-    measure: Measure
-    budget: float  # seconds a measurement may take before it fails
+    measure: Measure | None  # None: ``runner`` measures all the servers itself
+    budget: float  # seconds a measurement (a round, for a runner) may take before it fails
     options: ServerOptions = field(default_factory=ServerOptions)
     fresh: bool = False  # a new server process for every measurement
+    default_rounds: int = 3  # when --rounds is not given
+    runner: Callable[[Workload, int], None] | None = None  # fills ``rounds`` for N rounds
     rounds: dict[str, list[Figures]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
-    def median(self, server: str, figure: str) -> float | None:
+    def series(self, server: str, figure: str) -> list[float] | None:
+        """The server's figure in every round, in order (None if it failed or did not run)."""
         rounds = self.rounds.get(server)
         if server in self.failed or not rounds:
             return None
-        return statistics.median(r[figure] for r in rounds)
+        return [r[figure] for r in rounds]
+
+    def median(self, server: str, figure: str) -> float | None:
+        values = self.series(server, figure)
+        return None if values is None else statistics.median(values)
 
     @property
     def short(self) -> str:
@@ -604,50 +712,73 @@ class Workload:
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
-    seconds, connections = args.seconds, args.connections
-    w1 = ["wsapp", "wsapp-uvloop", "wsapp-trio", "websockets", "uvicorn+sansio"]
+    seconds, counts = args.seconds, args.connections
+    w1 = ["wsapp", "wsapp-uvloop", "wsapp-trio", "websockets", "aiohttp", "picows",
+          "uvicorn+sansio"]  # fmt: skip
+    sparse = ["wsapp", "wsapp-uvloop", "wsapp-trio", "websockets", "aiohttp", "picows"]
+    named = ["wsapp", "websockets", "aiohttp", "picows", "uvicorn+sansio"]  # the issue's peers
     peers = ["wsapp", "websockets", "uvicorn+sansio"]
     cpu_msg = Figure("cpu", "µs CPU/msg", ".2f")
     rate_msg = Figure("rate", "msg/s", ",.0f")
-    idle = Figure("kib", "KiB/conn", ".1f")
-    memory_budget = 60 + connections / 50
-    many = ServerOptions(max_connections=connections + 1000)
-    deflate = ServerOptions(deflate=True, max_connections=connections + 1000)
+    memory_budget = 60 + counts[-1] / 50
+    many = ServerOptions(max_connections=counts[-1] + 1000)
+    deflate = ServerOptions(deflate=True, max_connections=counts[0] + 1000)
+    broadcast = [Figure(f"{key}{burst}", f"{label} B={burst}", spec) for burst in BROADCAST_BURSTS
+                 for key, label, spec in (("cpu", "µs CPU/delivery", ".3f"),
+                                          ("rate", "deliveries/s", ",.0f"))]  # fmt: skip
     return [
         Workload("W1", "W1", "W1 echo: 50 connections x 10 in flight x 32-byte text", w1,
-                 [cpu_msg, rate_msg], partial(echo_load, seconds=seconds), seconds + 60),
+                 [cpu_msg, rate_msg], partial(echo_load, seconds=seconds, in_flight=IN_FLIGHT),
+                 seconds + 60),
+        Workload("W1-sparse", "W1", "W1 sparse: 50 connections x 1 in flight x 32-byte text",
+                 sparse, [cpu_msg, rate_msg],
+                 partial(echo_load, seconds=seconds, in_flight=SPARSE_IN_FLIGHT), seconds + 60,
+                 default_rounds=5),
+        Workload("W1-deflate", "W1", "W1 deflate: 50 connections x 10 in flight x 32-byte "
+                 "text, permessage-deflate", ["wsapp", "websockets"], [cpu_msg, rate_msg],
+                 partial(deflate_echo, seconds=seconds), seconds + 60, ServerOptions(deflate=True)),
         Workload("W2", "W2", f"W2 latency: 1 connection, 1 x 32 bytes in flight, "
-                 f"{args.latency_count:,} round trips", peers,
+                 f"{args.latency_count:,} round trips", named,
                  [Figure("p50", "µs p50", ".1f"), Figure("p99", "µs p99", ".1f")],
                  partial(latency, count=args.latency_count), 60 + args.latency_count / 100),
         Workload("W3", "W3", "W3 large: 4 connections x 2 in flight x 1 MiB binary", peers,
                  [Figure("mbps", "MB/s", ",.0f"), Figure("cpu", "ms CPU/MiB", ".2f")],
                  partial(throughput, seconds=seconds), seconds + 60,
                  ServerOptions(max_size=LARGE_LIMIT)),
-        Workload("W4-idle", "W4", f"W4 memory: {connections:,} idle connections",
-                 ["wsapp", "wsapp-trio", "websockets"], [idle],
-                 partial(idle_memory, count=connections, deflate=False), memory_budget,
+        Workload("W4-idle", "W4", f"W4 memory: {', then '.join(f'{c:,}' for c in counts)} "
+                 f"idle connections", ["wsapp", "wsapp-trio", "websockets"],
+                 [Figure(idle_key(c), f"KiB/conn at {c:,}", ".1f") for c in counts],
+                 partial(idle_memory, counts=counts, deflate=False), memory_budget,
                  many, fresh=True),
         Workload("W4-deflate", "W4",
-                 f"W4 memory, deflate: {connections:,} idle connections, permessage-deflate",
-                 ["wsapp", "wsapp-trio", "websockets"], [idle],
-                 partial(idle_memory, count=connections, deflate=True), memory_budget,
-                 deflate, fresh=True),
-        Workload("W4-handshake", "W4", f"W4 handshakes: {HANDSHAKE_LOOPS} client loops", peers,
-                 [Figure("rate", "handshakes/s", ",.0f"), Figure("cpu", "µs CPU/handshake",
-                                                                  ".0f")],
-                 partial(handshakes, seconds=seconds), seconds + 60),
+                 f"W4 memory, deflate: {counts[0]:,} idle connections, permessage-deflate",
+                 ["wsapp", "wsapp-trio", "websockets"],
+                 [Figure(idle_key(counts[0]), f"KiB/conn at {counts[0]:,}", ".1f")],
+                 partial(idle_memory, counts=counts[:1], deflate=True),
+                 60 + counts[0] / 50, deflate, fresh=True),
+        Workload("W4-handshake", "W4", f"W4 handshakes: {HANDSHAKE_LOOPS} client loops, "
+                 f"every server logging as it does by default", named,
+                 [Figure("rate", "handshakes/s", ",.0f"),
+                  Figure("cpu", "µs CPU/handshake", ".0f")],
+                 partial(handshakes, seconds=seconds), seconds + 60,
+                 ServerOptions(default_logging=True)),
         Workload("ASGI", "ASGI", "ASGI: W1 under uvicorn (websockets-sansio)",
                  ["wsapp+uvicorn", "starlette+uvicorn"], [cpu_msg, rate_msg],
-                 partial(echo_load, seconds=seconds), seconds + 60),
+                 partial(echo_load, seconds=seconds, in_flight=IN_FLIGHT), seconds + 60),
+        Workload("broadcast", "BROADCAST", f"broadcast: one room of {args.members:,} members, "
+                 f"64-byte text (bench/broadcast.py's rooms scenario)", ["wsapp", "websockets"],
+                 broadcast, None, 120 + args.members / 50,
+                 runner=partial(run_broadcast, seconds=seconds, members=args.members)),
     ]  # fmt: skip
 
 
 def measure_once(workload: Workload, port: int, process: subprocess.Popen[bytes]) -> Figures:
     """One measurement, bounded by the workload's budget; fails if the server died."""
+    measure = workload.measure
+    assert measure is not None
 
     async def bounded() -> Figures:
-        return await asyncio.wait_for(workload.measure(port, process.pid), workload.budget)
+        return await asyncio.wait_for(measure(port, process.pid), workload.budget)
 
     try:
         figures = asyncio.run(bounded())
@@ -659,41 +790,87 @@ def measure_once(workload: Workload, port: int, process: subprocess.Popen[bytes]
 
 
 def run_workload(workload: Workload, rounds: int) -> None:
-    """Run ``rounds`` rounds, each measuring every server in turn; record medians' inputs."""
+    """Run ``rounds`` rounds, each measuring every server in turn (in reverse order every
+    other round, so that no server always follows the same one); record each round."""
     workload.rounds = {name: [] for name in workload.servers}
+    progress(f"{workload.title} ({rounds} rounds)")
+    if workload.runner is not None:
+        workload.runner(workload, rounds)
+        return
     running: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
-    progress(f"{workload.title}")
-    try:
-        if not workload.fresh:
-            for name in workload.servers:
-                try:
-                    contender, port = make_server(name, workload.options)
-                    running[name] = port, spawn(contender, port)
-                except Exception as exc:
-                    fail(workload, name, exc)
-        for number in range(1, rounds + 1):
-            for name in workload.servers:
-                if name in workload.failed:
-                    continue
-                process = None
-                try:
-                    if workload.fresh:
+    with tempfile.TemporaryFile(prefix="wsapp-suite-") as file:
+        log = file if workload.options.default_logging else None
+        try:
+            if not workload.fresh:
+                for name in workload.servers:
+                    try:
                         contender, port = make_server(name, workload.options)
-                        process = spawn(contender, port)
-                    else:
-                        port, process = running[name]
-                    figures = measure_once(workload, port, process)
-                except Exception as exc:
-                    fail(workload, name, exc)
-                    continue
-                finally:
-                    if workload.fresh and process is not None:
-                        stop(process)
-                workload.rounds[name].append(figures)
-                progress(f"  round {number}/{rounds} {name:>17}: {workload.describe(figures)}")
-    finally:
-        for _, process in running.values():
-            stop(process)
+                        running[name] = port, spawn(contender, port, log)
+                    except Exception as exc:
+                        fail(workload, name, exc)
+            for number in range(1, rounds + 1):
+                order = workload.servers if number % 2 else workload.servers[::-1]
+                for name in order:
+                    if name in workload.failed:
+                        continue
+                    process = None
+                    try:
+                        if workload.fresh:
+                            contender, port = make_server(name, workload.options)
+                            process = spawn(contender, port, log)
+                        else:
+                            port, process = running[name]
+                        figures = measure_once(workload, port, process)
+                    except Exception as exc:
+                        fail(workload, name, exc)
+                        continue
+                    finally:
+                        if workload.fresh and process is not None:
+                            stop(process)
+                    workload.rounds[name].append(figures)
+                    progress(f"  round {number}/{rounds} {name:>17}: "
+                             f"{workload.describe(figures)}")  # fmt: skip
+        finally:
+            for _, process in running.values():
+                stop(process)
+
+
+def run_broadcast(workload: Workload, rounds: int, seconds: float, members: int) -> None:
+    """The broadcast workload's runner: bench/broadcast.py's rooms scenario, in a process of
+    its own (it starts its servers and load generator processes, fresh every round, the
+    contenders alternating), which writes every round's figures as JSON for this one to
+    read: the same measurement as its own report, not a second one."""
+    with tempfile.TemporaryDirectory(prefix="wsapp-suite-") as folder:
+        output = Path(folder) / "broadcast.json"
+        command = [sys.executable, str(BENCH / "broadcast.py"), "--scenario", "rooms",
+                   "--rounds", str(rounds), "--seconds", f"{seconds:g}",
+                   "--connections", str(members),
+                   "--bursts", ",".join(str(b) for b in BROADCAST_BURSTS),
+                   "--contenders", ",".join(workload.servers), "--json", str(output)]  # fmt: skip
+        # it imports wsapp: this tree's, not whichever one is installed
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        try:
+            subprocess.run(command, cwd=ROOT, stdout=sys.stderr, check=True,
+                           env={**os.environ, "PYTHONPATH": path},
+                           timeout=workload.budget * rounds)  # fmt: skip
+            phases = json.loads(output.read_text())["phases"]
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            for name in workload.servers:
+                fail(workload, name, exc)
+            return
+    for name in workload.servers:
+        runs = {int(burst): rounds for burst, rounds in phases.get(name, {}).items()}
+        if any(len(runs.get(burst, [])) != rounds for burst in BROADCAST_BURSTS):
+            fail(workload, name, RuntimeError("bench/broadcast.py reported no such rounds"))
+            continue
+        for number in range(rounds):
+            figures: Figures = {}
+            for burst in BROADCAST_BURSTS:
+                phase = runs[burst][number]
+                figures[f"cpu{burst}"], figures[f"rate{burst}"] = phase["cpu"], phase["rate"]
+                if not phase["complete"]:
+                    progress(f"  round {number + 1} {name} B={burst}: an incomplete phase")
+            workload.rounds[name].append(figures)
 
 
 def fail(workload: Workload, name: str, exc: Exception) -> None:
@@ -710,7 +887,7 @@ def progress(line: str) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    number: int
+    number: int  # the bullet of issue 28's section 6 it belongs to
     workload: str
     figure: str
     ours: str
@@ -718,14 +895,20 @@ class Target:
     bound: float
     at_most: bool
     label: str
+    theirs_figure: str | None = None  # ``theirs``'s figure, when not ``figure``
 
-    def value(self, done: dict[str, Workload]) -> float | None:
+    def values(self, done: dict[str, Workload]) -> list[float] | None:
+        """Round by round: our figure, or its ratio to theirs within that round (every
+        server swings with the machine's load and with how many sockets each loop iteration
+        finds ready, and the servers of a round ran close together)."""
         workload = done[self.workload]
-        ours = workload.median(self.ours, self.figure)
+        ours = workload.series(self.ours, self.figure)
         if self.theirs is None or ours is None:
             return ours
-        theirs = workload.median(self.theirs, self.figure)
-        return None if theirs is None or theirs == 0 else ours / theirs
+        theirs = workload.series(self.theirs, self.theirs_figure or self.figure)
+        if theirs is None or len(theirs) != len(ours) or not all(theirs):
+            return None
+        return [a / b for a, b in zip(ours, theirs, strict=True)]
 
     def goal(self) -> str:
         unit = "" if self.theirs is None else "x"
@@ -738,28 +921,53 @@ class Target:
         return "met" if met else "not met"
 
 
-TARGETS = [
-    Target(1, "W1", "cpu", "wsapp", "websockets", 0.80, True,
-           "W1 CPU/msg wsapp / websockets"),
-    Target(1, "W1", "cpu", "wsapp", "uvicorn+sansio", 1.00, True,
-           "W1 CPU/msg wsapp / uvicorn+sansio"),
-    Target(1, "W1", "cpu", "wsapp-uvloop", "websockets", 1.00, True,
-           "W1 CPU/msg wsapp-uvloop / websockets"),
-    Target(1, "W1", "cpu", "wsapp-trio", "websockets", 1.00, True,
-           "W1 CPU/msg wsapp-trio / websockets"),
-    Target(2, "W3", "mbps", "wsapp", "websockets", 1.00, False,
-           "W3 throughput wsapp / websockets"),
-    Target(3, "W4-idle", "kib", "wsapp", None, 12.0, True, "W4 KiB per idle connection, wsapp"),
-    Target(3, "W4-idle", "kib", "wsapp-trio", None, 12.0, True,
-           "W4 KiB per idle connection, wsapp-trio"),
-    Target(3, "W4-deflate", "kib", "wsapp", None, 32.0, True,
-           "W4 KiB per idle connection with deflate, wsapp"),
-    Target(3, "W4-handshake", "rate", "wsapp", "websockets", 1.50, False,
-           "W4 handshakes/s wsapp / websockets"),
-    Target(4, "W2", "p99", "wsapp", "websockets", 1.00, True, "W2 p99 latency wsapp / websockets"),
-    Target(5, "ASGI", "cpu", "wsapp+uvicorn", "starlette+uvicorn", 1.00, True,
-           "ASGI CPU/msg wsapp+uvicorn / starlette+uvicorn"),
-]  # fmt: skip
+def targets(counts: list[int]) -> list[Target]:
+    """Issue 28's targets (section 6, numbered by its bullets), and those of issue 11 that
+    still hold (W1 against uvicorn+sansio, uvloop and Trio against websockets, W4 with
+    deflate); ``counts`` are W4's numbers of idle connections."""
+    first, last = counts[0], counts[-1]
+    both = ("wsapp", "wsapp-trio")
+    T = Target
+    return [
+        T(1, "W1-sparse", "cpu", "wsapp", "websockets", 0.50, True,
+          "W1 sparse CPU/msg wsapp / websockets"),
+        T(1, "W1-sparse", "cpu", "wsapp", "aiohttp", 1.00, True,
+          "W1 sparse CPU/msg wsapp / aiohttp"),
+        T(1, "W1-sparse", "cpu", "wsapp-uvloop", "picows", 1.50, True,
+          "W1 sparse CPU/msg wsapp-uvloop / picows"),
+        T(1, "W1-sparse", "cpu", "wsapp-trio", "websockets", 1.00, True,
+          "W1 sparse CPU/msg wsapp-trio / websockets (asyncio)"),
+        T(2, "W4-handshake", "rate", "wsapp", "websockets", 1.50, False,
+          "W4 handshakes/s wsapp / websockets, default logging"),
+        # the same bound read from CPU: the rate swings with the CPU the servers get on a
+        # loaded machine, their CPU per handshake far less (rate = 1/CPU when CPU-bound)
+        T(2, "W4-handshake", "cpu", "wsapp", "websockets", 1 / 1.50, True,
+          "W4 CPU/handshake wsapp / websockets, default logging"),
+        T(3, "W2", "p99", "wsapp", "websockets", 1.00, True, "W2 p99 latency wsapp / websockets"),
+        *(T(4, "W4-idle", idle_key(count), server, None, IDLE_LIMIT_KIB, True,
+            f"W4 KiB per idle connection at {count:,}, {server}")
+          for server in both for count in counts),
+        *(T(4, "W4-idle", idle_key(last), server, server, FLAT, True,
+            f"W4 KiB/conn at {last:,} / at {first:,}, {server}", idle_key(first))
+          for server in both if last != first),
+        T(4, "W4-deflate", idle_key(first), "wsapp", None, 32.0, True,
+          f"W4 KiB per idle connection, deflate, at {first:,}, wsapp"),
+        T(5, "W1-deflate", "cpu", "wsapp", "websockets", 0.80, True,
+          "W1 deflate CPU/msg wsapp / websockets"),
+        T(6, "ASGI", "cpu", "wsapp+uvicorn", "starlette+uvicorn", 1.00, True,
+          "ASGI CPU/msg wsapp+uvicorn / starlette+uvicorn"),
+        T(7, "W1", "cpu", "wsapp", "websockets", 0.40, True, "W1 CPU/msg wsapp / websockets"),
+        T(7, "W1", "cpu", "wsapp", "uvicorn+sansio", 1.00, True,
+          "W1 CPU/msg wsapp / uvicorn+sansio"),
+        T(7, "W1", "cpu", "wsapp-uvloop", "websockets", 1.00, True,
+          "W1 CPU/msg wsapp-uvloop / websockets"),
+        T(7, "W1", "cpu", "wsapp-trio", "websockets", 1.00, True,
+          "W1 CPU/msg wsapp-trio / websockets"),
+        T(7, "W3", "mbps", "wsapp", "websockets", 1.15, False, "W3 throughput wsapp / websockets"),
+        *(T(7, "broadcast", f"cpu{burst}", "wsapp", "websockets", 0.45, True,
+            f"broadcast CPU/delivery B={burst} wsapp / websockets.broadcast")
+          for burst in BROADCAST_BURSTS),
+    ]  # fmt: skip
 
 
 def environment(args: argparse.Namespace) -> str:
@@ -779,13 +987,15 @@ def environment(args: argparse.Namespace) -> str:
     with open("/proc/cpuinfo") as cpuinfo:
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
                     if line.startswith("model name")), cpu)  # fmt: skip
+    rounds = f"{args.rounds} rounds" if args.rounds else "3 rounds (W1 sparse: 5)"
     return (
-        f"median of {args.rounds} rounds ({args.seconds:g} s of load each), {version}, "
-        f"Python {platform.python_version()}, {os.cpu_count()} x {cpu}"
+        f"medians of {rounds}, {args.seconds:g} s of load each, ratios taken within each "
+        f"round; {version}, Python {platform.python_version()}, {os.cpu_count()} x {cpu}, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
     )
 
 
-def report(done: list[Workload], env: str) -> None:
+def report(done: list[Workload], env: str, listing: list[Target]) -> None:
     print(f"\n{env}")
     for workload in done:
         print(f"\n{workload.title}")
@@ -795,22 +1005,37 @@ def report(done: list[Workload], env: str) -> None:
                 continue
             medians = {f.key: workload.median(name, f.key) or 0.0 for f in workload.figures}
             print(f"  {name:>17}: {workload.describe(medians)}")
-    targets = measured_targets(done)
-    if targets:
-        print("\ntargets:")
-    for target, value in targets:
+    measured = measured_targets(done, listing)
+    if measured:
+        print("\ntargets (the median of the per-round values, their range in brackets):")
+    width = max((len(t.label) for t, _ in measured), default=0)
+    for target, values in measured:
+        value = median_of(values)
         shown = "-" if value is None else f"{value:.2f}"
-        print(f"  {target.number}. {target.label:<50} {shown:>7}  "
+        print(f"  {target.number}. {target.label:<{width}} {shown:>7} {spread(values):<13} "
               f"(goal {target.goal()}): {target.status(value)}")  # fmt: skip
 
 
-def measured_targets(done: list[Workload]) -> list[tuple[Target, float | None]]:
-    """The targets of the workloads that ran, each with its measured value."""
+def measured_targets(
+    done: list[Workload], listing: list[Target]
+) -> list[tuple[Target, list[float] | None]]:
+    """The targets of the workloads that ran, each with its per-round values."""
     by_key = {w.key: w for w in done}
-    return [(t, t.value(by_key)) for t in TARGETS if t.workload in by_key]
+    return [(t, t.values(by_key)) for t in listing if t.workload in by_key]
 
 
-def markdown(done: list[Workload], env: str) -> None:
+def median_of(values: list[float] | None) -> float | None:
+    return None if not values else statistics.median(values)
+
+
+def spread(values: list[float] | None) -> str:
+    """The range of per-round values, '' for fewer than two."""
+    if not values or len(values) < 2:
+        return ""
+    return f"({min(values):.2f}-{max(values):.2f})"
+
+
+def markdown(done: list[Workload], env: str, listing: list[Target]) -> None:
     columns = [s for s in SERVERS if any(s in w.servers for w in done)]
     print("\n| Workload | Figure | " + " | ".join(columns) + " |")
     print("|---|---|" + "---:|" * len(columns))
@@ -826,14 +1051,15 @@ def markdown(done: list[Workload], env: str) -> None:
                 else:
                     cells.append(f"{value:{figure.spec}}")
             print(f"| {workload.short} | {figure.label} | " + " | ".join(cells) + " |")
-    targets = measured_targets(done)
-    if targets:
-        print("\n| # | Target | Goal | Measured | |")
-        print("|---|---|---|---:|---|")
-    for target, value in targets:
+    measured = measured_targets(done, listing)
+    if measured:
+        print("\n| # | Target | Goal | Measured | Rounds | |")
+        print("|---|---|---|---:|---|---|")
+    for target, values in measured:
+        value = median_of(values)
         shown = "" if value is None else f"{value:.2f}"
         print(f"| {target.number} | {target.label} | {target.goal()} | {shown} | "
-              f"{target.status(value)} |")  # fmt: skip
+              f"{spread(values)} | {target.status(value)} |")  # fmt: skip
     print(f"\n{env[0].upper()}{env[1:]}.\n")
     for workload in done:
         print(f"- {workload.title}")
@@ -856,12 +1082,27 @@ def raise_fd_limit(needed: int) -> int:
         return soft
 
 
+def connection_counts(text: str) -> list[int]:
+    """--connections: comma-separated positive counts, measured in ascending order."""
+    try:
+        counts = sorted({int(item) for item in text.split(",") if item.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError("counts must be positive")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="per workload (default 3, W1 sparse 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="of load per measurement")
-    parser.add_argument("--only", help="comma-separated: W1,W2,W3,W4,ASGI (default all)")
-    parser.add_argument("--connections", type=int, default=5000, help="idle, for W4 memory")
+    parser.add_argument("--only", help="comma-separated groups or workloads: W1, W1-sparse, "
+                        "W1-deflate, W2, W3, W4, ASGI, BROADCAST (default all)")  # fmt: skip
+    parser.add_argument("--connections", type=connection_counts, default=IDLE_COUNTS,
+                        help=f"idle, for W4 memory (default {IDLE_COUNTS})")  # fmt: skip
+    parser.add_argument("--members", type=int, default=BROADCAST_MEMBERS,
+                        help="of the broadcast room")  # fmt: skip
     parser.add_argument("--latency-count", type=int, default=20_000, help="W2 round trips")
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
@@ -871,8 +1112,9 @@ def main() -> None:
     if args.serve_websockets:
         run_websockets(args)
         return
-    if args.rounds < 1 or args.seconds <= 0 or args.connections < 1 or args.latency_count < 1:
-        parser.error("--rounds, --seconds, --connections and --latency-count must be positive")
+    if (args.rounds is not None and args.rounds < 1) or args.seconds <= 0 or args.members < 1 \
+            or args.latency_count < 1:  # fmt: skip
+        parser.error("--rounds, --seconds, --members and --latency-count must be positive")
     chosen = workloads(args)
     if args.only:
         groups = {item.strip().upper() for item in args.only.split(",") if item.strip()}
@@ -880,20 +1122,22 @@ def main() -> None:
         if groups - known:
             parser.error(f"--only: unknown {', '.join(sorted(groups - known))}")
         chosen = [w for w in chosen if {w.group.upper(), w.key.upper()} & groups]
-    # each process (this one, the server) holds one file per connection, plus a few dozen
-    needed = (args.connections if any(w.group == "W4" for w in chosen) else 0) + 64
+    # each process (this one, the server) holds one file per connection, plus a few dozen;
+    # the servers inherit this process's limit (bench/broadcast.py raises its own)
+    needed = (args.connections[-1] if any(w.group == "W4" for w in chosen) else 0) + 64
     limit = raise_fd_limit(needed)
     if limit < needed:
         parser.error(f"RLIMIT_NOFILE is {limit}, below the {needed} files W4 needs (and this "
                      f"process may not raise it): lower --connections or raise the hard limit "
                      f"(ulimit -Hn, as root)")  # fmt: skip
-    env = environment(args)
-    progress(env)
+    progress(environment(args))
     for workload in chosen:
-        run_workload(workload, args.rounds)
-    report(chosen, env)
+        run_workload(workload, args.rounds or workload.default_rounds)
+    env = environment(args)
+    listing = targets(args.connections)
+    report(chosen, env, listing)
     if args.markdown:
-        markdown(chosen, env)
+        markdown(chosen, env, listing)
     if any(w.failed for w in chosen):
         sys.exit(1)
 
