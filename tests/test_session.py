@@ -167,8 +167,13 @@ def test_messages_after_our_close_are_dropped_until_the_peers_close() -> None:
         CloseConnection(1001, "going away")
     ]
     data = frame(OP_TEXT, b"in flight") + frame(OP_PING, b"p") + close_frame(1001)
-    # RFC 6455 5.5.1: our close said we are done; the peer's close completes the handshake.
-    assert session.receive_data(data) == [PingReceived(b"p", b""), CloseReceived(1001, "")]
+    # RFC 6455 5.5.1: our close said we are done; the peer's close completes the handshake,
+    # and what the peer sends after it in the same read is not read.
+    after = frame(OP_TEXT, b"after the close")
+    assert session.receive_data(data + after) == [
+        PingReceived(b"p", b""),
+        CloseReceived(1001, ""),
+    ]
     assert session.closed
 
 
@@ -401,6 +406,22 @@ def test_the_fast_path_answers_any_bytes_in_any_chunking_as_wsproto_does(
         fast = Session(Limits(limit))
         assert feed(fast, chunks) == feed(reference, chunks)
         assert session_state(fast) == session_state(reference)
+
+
+@given(sent=client_traffic(), limit=st.integers(0, 400), at=st.integers(0, 13))
+def test_the_fast_path_answers_as_wsproto_does_after_our_close_sent_between_reads(
+    sent: tuple[bytes, list[int]], limit: int, at: int
+) -> None:
+    # Our close changes what counts: messages are dropped, pings no longer answered, and the
+    # peer's close completes the handshake.
+    data, cuts = sent
+    chunks = split(data, cuts)
+    reference = Session(Limits(limit), fast_path=False)
+    fast = Session(Limits(limit))
+    assert feed(fast, chunks[:at]) == feed(reference, chunks[:at])
+    assert fast.send_close(1001, "bye") == reference.send_close(1001, "bye")
+    assert feed(fast, chunks[at:]) == feed(reference, chunks[at:])
+    assert session_state(fast) == session_state(reference)
 
 
 @pytest.mark.parametrize(

@@ -248,9 +248,7 @@ class Session:
                 position += len(chunk)
                 self._delegated -= len(chunk)
                 events += self._parse(chunk)
-                if not self._fast:  # closed or failed: wsproto takes all that follows
-                    if not self.failed and position < end:
-                        self._wsproto.receive_data(bytes(view[position:]))
+                if not self._fast:  # the peer's close or a failure: nothing after it is read
                     position = end
                 continue
             if end - position < 2:
