@@ -37,8 +37,8 @@ from wsapp.protocol import (
     Session,
 )
 from wsapp.protocol.bytequeue import COALESCE_LIMIT
+from wsapp.protocol.events import Event
 from wsapp.protocol.limits import MessageLimits
-from wsapp.protocol.session import Event
 
 
 @dataclass
@@ -276,11 +276,16 @@ def test_sent_messages_pings_and_close_decode_as_a_client_expects() -> None:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Client bytes, the events they must yield, and cut points to feed them in pieces."""
+    """Client bytes (the ``frames`` joined), the events they must yield, and cut points to
+    feed them in pieces."""
 
-    data: bytes
+    frames: list[bytes]
     events: list[Event]
     cuts: list[int]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.frames)
 
 
 @st.composite
@@ -322,9 +327,9 @@ def traffic(draw: st.DrawFn) -> Traffic:
         payload = b"" if code is None else code.to_bytes(2, "big") + reason.encode()
         wire.append(frame(OP_CLOSE, payload, key=key))
         events.append(CloseReceived(1005 if code is None else code, reason))
-    data = b"".join(wire)
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
-    return Traffic(data, events, cuts)
+    size = sum(map(len, wire))
+    cuts = sorted(draw(st.lists(st.integers(0, size), max_size=12)))
+    return Traffic(wire, events, cuts)
 
 
 @pytest.mark.parametrize("make", FACTORIES)
@@ -388,6 +393,41 @@ def client_traffic(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     )
     data = b"".join(parts)
     return data, sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+
+
+@st.composite
+def traffic_cut_at_hand_overs(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """Traffic as `client_traffic` draws it, cut where the fast path hands a frame to wsproto
+    and takes over again after it: at frame boundaries, and a few bytes into a frame (inside
+    the two bytes that decide, inside the header, just before the payload)."""
+    groups = draw(
+        st.lists(
+            st.one_of(traffic().map(lambda sent: sent.frames), any_frame().map(lambda f: [f])),
+            max_size=6,
+        )
+    )
+    frames = [one for group in groups for one in group]
+    data = b"".join(frames)
+    cuts: set[int] = set()
+    start = 0
+    for one in frames:
+        offset = draw(st.sampled_from([None, 0, 0, 1, 2, 4, 6]))
+        if offset is not None:
+            cuts.add(min(start + offset, len(data)))
+        start += len(one)
+    return data, sorted(cuts)
+
+
+@given(sent=traffic_cut_at_hand_overs(), limit=st.integers(0, 400))
+def test_the_fast_path_answers_as_wsproto_does_when_cut_at_its_hand_overs(
+    sent: tuple[bytes, list[int]], limit: int
+) -> None:
+    data, cuts = sent
+    reference = Session(Limits(limit), fast_path=False)
+    fast = Session(Limits(limit))
+    chunks = split(data, cuts)
+    assert feed(fast, chunks) == feed(reference, chunks)
+    assert session_state(fast) == session_state(reference)
 
 
 def session_state(session: Session) -> tuple[bool, bool, bool, bytes]:
@@ -481,6 +521,19 @@ def test_a_binary_message_sent_from_a_bytearray_is_framed_as_it_was_given() -> N
     head, payload = session.frame_parts(data)  # type: ignore[arg-type]
     data[0] = 1  # changed after it was sent, before it was written
     assert head + payload == Session(Limits()).send_message(bytes(2 * COALESCE_LIMIT))
+
+
+def test_a_frame_handed_to_wsproto_in_pieces_is_its_to_the_last_byte() -> None:
+    # The text arrives in two reads, so wsproto reads it; it ends in 0x8A, and the ping behind
+    # it is 14 bytes long: were the last byte of the text read as the start of a frame, it
+    # and the ping would make one 9-byte pong.
+    text = frame(OP_TEXT, "aÊ".encode(), key=bytes(4))
+    ping = frame(OP_PING, b"12345678")
+    data = text + ping
+    assert feed(Session(Limits()), [data[:5], data[5:]]) == [
+        "aÊ",
+        PingReceived(b"12345678", pong_frame(b"12345678")),
+    ]
 
 
 def test_a_text_frame_still_arriving_fails_at_its_first_invalid_byte() -> None:

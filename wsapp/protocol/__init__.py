@@ -6,8 +6,11 @@ of it is tested with bytes alone:
 - `handshake`: parse and validate the HTTP upgrade, build the responses, negotiate
   permessage-deflate;
 - `session`: one connection after the handshake, over wsproto: reassembly under the size
-  limit, close bookkeeping, protocol failures told apart from close frames, and a fast path
-  for whole data frames that is held to wsproto's answers by a differential test;
+  limit, close bookkeeping, protocol failures told apart from close frames, and the
+  reader below composed with wsproto;
+- `reader`: the common client frames read without wsproto, and the hand-over to wsproto of
+  every other frame, held to wsproto's answers by a differential test;
+- `events`: what a session reports of the peer's bytes;
 - `masking`: unmasking client payloads, in C where it was compiled, else in Python;
 - `deflate`: wsapp's permessage-deflate extension for wsproto;
 - `frames`: server frames built once for many connections;
@@ -15,16 +18,10 @@ of it is tested with bytes alone:
 """
 
 from wsapp.protocol.closecode import CloseCode, is_sendable
+from wsapp.protocol.events import CloseReceived, PingReceived, PongReceived, ProtocolFailure
 from wsapp.protocol.frames import PreparedMessage
 from wsapp.protocol.handshake import Refusal
-from wsapp.protocol.session import (
-    CloseReceived,
-    PingReceived,
-    PongReceived,
-    ProtocolFailure,
-    Session,
-    message_too_big,
-)
+from wsapp.protocol.session import Session, message_too_big
 
 __all__ = [
     "CloseCode",

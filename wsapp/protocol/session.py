@@ -6,119 +6,53 @@ to write come out. wsproto parses and frames; this layer adds what wsproto leave
 user: reassembly of fragmented messages under a size limit, the close-handshake bookkeeping,
 and telling a peer's close frame apart from a protocol violation (wsproto reports both as
 ``CloseConnection``).
+
+Without extensions, the common frames are read by a `FrameReader` (see ``reader.py``), and
+wsproto reads the frames it hands over. The session composes the two: it gives wsproto each
+frame handed over, as its bytes arrive, and the reader what follows; neither looks at the
+other's state. What a closing session drops (messages nobody will handle) and leaves
+unanswered (pings after our close) is decided here, for the frames of both.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import TypeAlias
 
 from wsproto.connection import SERVER, Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import (
-    LOCAL_ONLY_CLOSE_REASONS,
-    MAX_CLOSE_REASON,
-    MAX_PAYLOAD_NORMAL,
-    MAX_PROTOCOL_CLOSE_REASON,
-    MIN_CLOSE_REASON,
-    CloseReason,
-)
+from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, MAX_PAYLOAD_NORMAL, CloseReason
 
-from wsapp.protocol.bytequeue import COALESCE_LIMIT, Buffer, ByteQueue
+from wsapp.protocol.bytequeue import COALESCE_LIMIT
 from wsapp.protocol.closecode import CloseCode
 from wsapp.protocol.deflate import PerMessageDeflate
+from wsapp.protocol.events import (
+    CloseReceived,
+    Event,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+)
 from wsapp.protocol.frames import (
     OPCODE_BINARY,
     OPCODE_CLOSE,
     OPCODE_PING,
-    OPCODE_PONG,
     OPCODE_TEXT,
     PreparedMessage,
     encode_frame,
     frame_header,
 )
 from wsapp.protocol.limits import MessageLimits
-from wsapp.protocol.masking import unmask, unmask_pieces
+from wsapp.protocol.reader import FrameReader, Handover
 
-__all__ = [
-    "CloseReceived",
-    "Event",
-    "PingReceived",
-    "PongReceived",
-    "ProtocolFailure",
-    "Session",
-    "message_too_big",
-]
+__all__ = ["Session", "message_too_big"]
 
 
-@dataclass(frozen=True, slots=True)
-class CloseReceived:
-    """The peer sent a close frame (code 1005 when it carried no code)."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PingReceived:
-    """The peer sent a ping; ``pong`` holds the answering frame to send (``b""`` if the
-    session is already closing and must not answer)."""
-
-    payload: bytes
-    pong: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    """The peer sent a pong."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolFailure:
-    """The peer broke the protocol or a limit; the session must close with ``code``."""
-
-    code: int
-    reason: str
-
-
-Event: TypeAlias = str | bytes | CloseReceived | PingReceived | PongReceived | ProtocolFailure
-"""What :meth:`Session.receive_data` yields: a complete message (``str`` or ``bytes``) or a
-control event."""
-
-
-_CONTROL_OPCODES = (0x8, 0x9, 0xA)  # close, ping, pong
 _MAX_CLOSE_REASON = MAX_PAYLOAD_NORMAL - 2  # bytes: a control frame's payload, less the code
-_COPY_LIMIT = 4096  # payloads above it are unmasked from a view of the buffer, not a copy
 
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def _peer_close(payload: bytes) -> CloseReceived | None:
-    """The close a valid close frame's payload reports, as wsproto reports it (its code a
-    `CloseReason` where one is named); None for a payload wsproto fails the session on."""
-    if not payload:
-        return CloseReceived(CloseReason.NO_STATUS_RCVD, "")
-    number = int.from_bytes(payload[:2], "big")
-    if len(payload) == 1 or not MIN_CLOSE_REASON <= number <= MAX_CLOSE_REASON:
-        return None
-    try:
-        code: int = CloseReason(number)
-    except ValueError:
-        if number <= MAX_PROTOCOL_CLOSE_REASON:  # reserved for the protocol, not assigned
-            return None
-        code = number
-    if code in LOCAL_ONLY_CLOSE_REASONS:
-        return None
-    try:
-        return CloseReceived(code, payload[2:].decode())
-    except UnicodeDecodeError:
-        return None
 
 
 def _close_payload(code: int, reason: str) -> bytes:
@@ -146,20 +80,16 @@ class Session:
     """
 
     __slots__ = (
-        "_awaited_head",
         "_deflate",
-        "_delegated",
         "_discarding",
         "_extensions",
-        "_fast",
-        "_fragmented",
         "_limits",
+        "_owed",
         "_own_frames",
         "_partial",
-        "_pending",
         "_plain",
+        "_reader",
         "_size",
-        "_wanted",
         "_ws",
         "close_received",
         "close_sent",
@@ -184,13 +114,8 @@ class Session:
         self._plain = not extensions
         # Without extensions, common frames skip wsproto (``fast_path=False``: every frame
         # goes through it, the reference tests/test_session.py holds the fast path to).
-        self._fast = fast_path and self._plain
-        self._pending = ByteQueue()  # the start of a frame the fast path waits the rest of
-        self._wanted = 0  # bytes _pending must hold before the fast path can go on
-        # Header and key length of the binary frame _pending holds the start of (0: none).
-        self._awaited_head = 0
-        self._delegated = 0  # bytes of the current frame still to hand to wsproto
-        self._fragmented = False  # wsproto is inside a fragmented message
+        self._reader = FrameReader(limits) if fast_path and self._plain else None
+        self._owed = 0  # bytes of the frame handed to wsproto that it has yet to get
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
         self._size = 0
@@ -215,142 +140,54 @@ class Session:
         """Feed bytes read from the peer; return the events they complete, in order."""
         if self.failed or self.close_received:
             return []  # nothing counts after the peer's close (wsproto ignores it too)
-        if not self._fast:
+        reader = self._reader
+        if reader is None:
             return self._parse(data)
-        return self._receive_fast(data)
+        if self._owed:  # the rest of a frame wsproto is reading
+            return self._compose(reader, [], Handover(memoryview(data), self._owed))
+        events, handover = reader.read(data)
+        if handover is None and not (
+            self._discarding or self.close_sent or (events and type(events[-1]) is CloseReceived)
+        ):
+            return events  # the common case: all read by the reader, the session open
+        return self._compose(reader, events, handover)
 
-    def _receive_fast(self, data: bytes) -> list[Event]:
-        """Read whole, final, masked text and binary frames between messages here, and hand
-        every other frame (control, fragment, over the limit, invalid, text not yet whole) to
-        wsproto, from its first byte to its last: wsproto then sees whole frames from a frame
-        boundary on, so its state and its answers are those it would have had alone."""
-        pending = self._pending
-        view: Buffer = data
+    def _compose(
+        self, reader: FrameReader, read: list[Event], handover: Handover | None
+    ) -> list[Event]:
+        """The reader's events ``read``, then from each hand-over on the events of wsproto
+        reading the frame handed over and of the reader reading what follows it."""
         events: list[Event] = []
-        if pending:
-            pending.append(data)
-            if len(pending) < self._wanted:
-                return []
-            head = self._awaited_head
-            if head:  # a frame checked as its head arrived: unmasked from its pieces as they are
-                self._awaited_head = 0
-                mask = b"".join(pending.pop(head))[-4:]
-                payload = unmask_pieces(pending.pop(self._wanted - head), mask)
-                if not (self._discarding or self.close_sent):
-                    events.append(payload)
-            view = pending.take()
-        end = len(view)
-        position = 0
-        wanted = 0  # where the loop stops: bytes needed from ``position`` on to go further
-        while position < end:
-            if self._delegated:  # the rest of a frame wsproto is parsing
-                chunk = bytes(view[position : position + self._delegated])
-                position += len(chunk)
-                self._delegated -= len(chunk)
-                events += self._parse(chunk)
-                if not self._fast:  # the peer's close or a failure: nothing after it is read
-                    position = end
-                continue
-            if end - position < 2:
-                wanted = 2
-                break
-            first, second = view[position], view[position + 1]
-            opcode, length = first & 0x0F, second & 0x7F
-            if opcode > OPCODE_BINARY and not (
-                opcode in _CONTROL_OPCODES and first & 0x80 and length < 126
-            ):
-                # wsproto fails such a frame on its first two bytes (RFC 6455 5.2, 5.5).
-                self._fast = False
-                events += self._parse(bytes(view[position:]))
-                position = end
-                break
-            header = 2 if length < 126 else 4 if length == 126 else 10
-            if end - position < header:
-                wanted = header
-                break
-            minimal = True
-            if header > 2:
-                length = int.from_bytes(view[position + 2 : position + header])
-                minimal = length > 125 if header == 4 else 0xFFFF < length < 1 << 63
-            masked = second & 0x80
-            size = header + (4 if masked else 0) + length
-            fin = first & 0x80
-            if opcode == OPCODE_CLOSE and masked and first & 0x70 == 0 and self._ws is None:
-                # The peer's close before wsproto is needed (final and short, checked above):
-                # a connection that only ever exchanged whole messages ends without it too.
-                stop = position + size
-                if stop > end:
-                    wanted = size
-                    break
-                start = stop - length
-                received = _peer_close(unmask(view[start:stop], view[start - 4 : start]))
-                if received is None:
-                    self._delegated = size  # for wsproto to fail, with its code and reason
-                    continue
-                self.close_received = True
-                events.append(received)
-                position = end  # what follows a close is not read, as wsproto does not
-                break
-            if opcode >= OPCODE_PING and masked and first & 0x70 == 0 and self._ws is None:
-                # A ping or a pong (final and short, checked above) before wsproto is needed:
-                # keepalive alone must not make it. Without wsproto the session is open, so a
-                # ping is answered, as wsproto answers it then.
-                stop = position + size
-                if stop > end:
-                    wanted = size
-                    break
-                start = stop - length
-                payload = unmask(view[start:stop], view[start - 4 : start])
-                position = stop
-                if opcode == OPCODE_PING:
-                    events.append(PingReceived(payload, encode_frame(OPCODE_PONG, payload)))
-                else:
-                    events.append(PongReceived(payload))
-                continue
-            if not (
-                first & 0x70 == 0  # no RSV bit: there is no extension
-                and fin
-                and opcode  # a text or binary frame, not a continuation
-                and opcode <= OPCODE_BINARY
-                and masked
-                and minimal
-                and not self._fragmented
-                and length <= self._limits.max_message_size
-            ):
-                if opcode <= OPCODE_BINARY:
-                    self._fragmented = not fin
-                self._delegated = size
-                continue
-            stop = position + size
-            if stop > end:
-                if opcode == OPCODE_TEXT:
-                    # wsproto checks UTF-8 as the bytes arrive and fails at the first bad one.
-                    self._delegated = size
-                    continue
-                wanted = size
-                self._awaited_head = size - length
-                break
-            start = stop - length
-            key = view[start - 4 : start]
-            if length > _COPY_LIMIT:
-                with memoryview(view) as whole:  # no copy of a large payload before unmasking
-                    payload = unmask(whole[start:stop], key)
-            else:
-                payload = unmask(view[start:stop], key)
-            message: str | bytes = payload
-            if opcode == OPCODE_TEXT:
-                try:
-                    message = payload.decode()
-                except UnicodeDecodeError:
-                    self._delegated = size  # for wsproto to fail with 1007
-                    continue
-            position = stop
-            if not (self._discarding or self.close_sent):
-                events.append(message)
-        if position < end:
-            pending.append(memoryview(view)[position:])
-            self._wanted = wanted
-        return events
+        while True:
+            events += self._heard(read)
+            if handover is None:
+                return events
+            data, size = handover.data, handover.size
+            if size is None:  # wsproto takes everything from here on
+                self._reader = None
+                return events + self._parse(bytes(data))
+            events += self._parse(bytes(data[:size]))
+            self._owed = max(size - len(data), 0)
+            if len(data) <= size or self.failed or self.close_received:
+                return events
+            read, handover = reader.read(data[size:])
+
+    def _heard(self, events: list[Event]) -> list[Event]:
+        """The reader's events as this session reports them."""
+        if events and type(events[-1]) is CloseReceived:
+            self.close_received = True
+        if not (self._discarding or self.close_sent):
+            return events
+        # Closing: nobody will handle a message, and after our close a ping is not answered
+        # (wsproto would not answer it then either).
+        unanswered = self.close_sent
+        return [
+            PingReceived(event.payload, b"")
+            if unanswered and type(event) is PingReceived
+            else event
+            for event in events
+            if type(event) is not str and type(event) is not bytes
+        ]
 
     def _parse(self, data: bytes) -> list[Event]:
         """Feed ``data`` to wsproto; return the events it completes."""
@@ -373,7 +210,6 @@ class Session:
                 events.append(PongReceived(event.payload))  # type: ignore[attr-defined]
             else:
                 assert isinstance(event, CloseConnection)
-                self._fast = False
                 if ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
                     self.close_received = True
                     events.append(CloseReceived(event.code, event.reason or ""))
