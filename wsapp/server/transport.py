@@ -74,7 +74,6 @@ class SocketTransport:
     __slots__ = (
         "_backlog_since",
         "_drained",
-        "_flush_due",
         "_flusher",
         "_in_flight",
         "_inbox",
@@ -94,6 +93,7 @@ class SocketTransport:
         "_wake_writer",
         "_writer_group",
         "_writer_scope",
+        "flush_due",
     )
 
     def __init__(
@@ -111,7 +111,7 @@ class SocketTransport:
         # Only a plain socket can be flushed without awaiting; other streams wake the writer.
         self._socket = raw_socket if flusher is not None else None
         self._flusher = flusher if self._socket is not None else None
-        self._flush_due = False
+        self.flush_due = False  # the flusher's to set and clear
         self._keepalive = keepalive
         self._tasks = tasks
         # Where to start the writer task once it is needed (None: started, or not running).
@@ -183,10 +183,7 @@ class SocketTransport:
         if flusher is None:
             self._wake()
             return
-        flusher.queued += 1
-        if not self._flush_due:
-            self._flush_due = True
-            flusher.schedule(self)
+        flusher.frame_queued(self)
 
     def _start_writer(self) -> None:
         """Start the writer task if it has not started (it starts with `run` if not yet)."""
@@ -203,7 +200,6 @@ class SocketTransport:
     def flush_now(self) -> None:
         """Send what the socket takes now (the flusher calls it); the writer task sends the
         rest, waiting for the socket."""
-        self._flush_due = False
         self._turns += 1
         self._write_ready()
 
