@@ -33,7 +33,7 @@ from wsapp.metrics import (
 )
 from wsapp.prometheus import FAMILIES, exposition
 from wsapp.rooms import Rooms
-from wsapp.server.transport import HIGH_WATER
+from wsapp.server.outbox import HIGH_WATER
 
 pytestmark = pytest.mark.anyio
 

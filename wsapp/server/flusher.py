@@ -2,12 +2,13 @@
 
 A broadcast to 10,000 members queues one frame on each of them; a burst of replies queues
 several on one. Waking each connection's writer task to send them would cost a task switch per
-connection per tick, which is most of what a delivery costs. Instead a connection that queues
-bytes on an idle socket asks the server's one `Flusher` to write them: the flusher runs once
-the tasks ready in this tick have run, and sends every such connection's bytes with one
-non-blocking `send` each, many frames per call when a tick queued many. Whatever the kernel
-does not take (a peer that reads slowly) is left to that connection's writer task, which
-waits for the socket under `write_timeout`.
+connection per tick, which is most of what a delivery costs. Instead the outbox of a
+connection over a plain socket tells the server's one `Flusher` of each frame it queues
+(`frame_queued`): the flusher runs once the tasks ready in this tick have run, and asks every
+such outbox to flush, which sends its bytes with one non-blocking `send`, many frames per
+call when a tick queued many. Whatever the kernel does not take (a peer that reads slowly) is
+left to the outbox's writer task, which waits for the socket under `write_timeout` (see
+[wsapp.server.outbox][]).
 
 When the ticks that ran before the flusher queued more frames still (a backlog: messages
 arriving one per tick from a broker, a publisher yielding between broadcasts), the flusher
