@@ -18,19 +18,15 @@ class Queue:
     def __init__(self, flusher: Flusher) -> None:
         self.flusher = flusher
         self.pending = 0
-        self.due = False
+        self.flush_due = False
         self.flushes: list[int] = []  # frames written by each flush
         self.flushed = anyio.Event()
 
     def push(self) -> None:
         self.pending += 1
-        self.flusher.queued += 1
-        if not self.due:
-            self.due = True
-            self.flusher.schedule(self)
+        self.flusher.frame_queued(self)
 
     def flush_now(self) -> None:
-        self.due = False
         self.flushes.append(self.pending)
         self.pending = 0
         self.flushed.set()

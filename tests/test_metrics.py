@@ -33,7 +33,7 @@ from wsapp.operations.metrics import (
 )
 from wsapp.operations.prometheus import FAMILIES, exposition
 from wsapp.rooms import Rooms
-from wsapp.server.transport import HIGH_WATER
+from wsapp.server.outbox import HIGH_WATER
 
 pytestmark = pytest.mark.anyio
 

@@ -55,7 +55,7 @@ from wsapp.lifecycle import serving
 from wsapp.protocol import CloseCode
 from wsapp.request import Address
 from wsapp.server.handler import StreamHandler
-from wsapp.server.transport import STREAM_ERRORS
+from wsapp.server.streams import STREAM_ERRORS
 from wsapp.settings import resolve_settings
 from wsapp.transport import Message
 

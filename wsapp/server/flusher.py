@@ -2,12 +2,13 @@
 
 A broadcast to 10,000 members queues one frame on each of them; a burst of replies queues
 several on one. Waking each connection's writer task to send them would cost a task switch per
-connection per tick, which is most of what a delivery costs. Instead a connection that queues
-bytes on an idle socket asks the server's one `Flusher` to write them: the flusher runs once
-the tasks ready in this tick have run, and sends every such connection's bytes with one
-non-blocking `send` each, many frames per call when a tick queued many. Whatever the kernel
-does not take (a peer that reads slowly) is left to that connection's writer task, which
-waits for the socket under `write_timeout`.
+connection per tick, which is most of what a delivery costs. Instead the outbox of a
+connection over a plain socket tells the server's one `Flusher` of each frame it queues
+(`frame_queued`): the flusher runs once the tasks ready in this tick have run, and asks every
+such outbox to flush, which sends its bytes with one non-blocking `send`, many frames per
+call when a tick queued many. Whatever the kernel does not take (a peer that reads slowly) is
+left to the outbox's writer task, which waits for the socket under `write_timeout` (see
+[wsapp.server.outbox][]).
 
 When the ticks that ran before the flusher queued more frames still (a backlog: messages
 arriving one per tick from a broker, a publisher yielding between broadcasts), the flusher
@@ -40,12 +41,15 @@ MAX_DELAY = 0.02
 
 
 class Flushable(Protocol):
+    #: Whether the flusher will flush this connection (it sets and clears it; False at first).
+    flush_due: bool
+
     def flush_now(self) -> None:
         """Send what is queued without waiting (what the socket takes now). Never raises."""
 
 
 class Flusher:
-    """Calls `flush_now` on every connection that asked to be flushed, at the end of the tick.
+    """Calls `flush_now` on every connection that queued a frame, at the end of the tick.
 
     `run` is a task of the server, started before its connections and ended after them.
     """
@@ -54,14 +58,16 @@ class Flusher:
         self._due: list[Flushable] = []
         self._new_signal = signal_factory()  # woken once per tick, or per lone reply
         self._wake = self._new_signal()
-        #: Frames queued so far (the flusher compares it before and after a tick).
-        self.queued = 0
+        self._queued = 0  # frames queued so far (compared before and after a tick)
 
-    def schedule(self, connection: Flushable) -> None:
-        """Flush ``connection`` soon (call once until flushed; count each frame in `queued`)."""
-        if not self._due:
-            self._wake.set()
-        self._due.append(connection)
+    def frame_queued(self, connection: Flushable) -> None:
+        """``connection`` queued a frame: flush it soon (see the module's docstring)."""
+        self._queued += 1
+        if not connection.flush_due:
+            connection.flush_due = True
+            if not self._due:
+                self._wake.set()
+            self._due.append(connection)
 
     async def run(self) -> NoReturn:
         while True:
@@ -70,20 +76,21 @@ class Flusher:
             await self._hold()
             due, self._due = self._due, []
             for connection in due:
+                connection.flush_due = False
                 connection.flush_now()
 
     async def _hold(self) -> None:
         """Let ticks run while a backlog keeps queueing frames (see the module's docstring)."""
         held_until = anyio.current_time() + MAX_DELAY
-        first = self.queued - len(self._due)  # about: the due connections' first frames
-        if len(self._due) == 1 and self.queued - first == 1:
+        first = self._queued - len(self._due)  # about: the due connections' first frames
+        if len(self._due) == 1 and self._queued - first == 1:
             return  # a lone frame, a reply most likely: there is no backlog to wait for
         quiet = 0
         while quiet < QUIET_TICKS:
-            queued = self.queued
+            queued = self._queued
             await anyio.lowlevel.checkpoint()
-            quiet = quiet + 1 if self.queued == queued else 0
-            if self.queued - first >= BATCH * len(self._due):
+            quiet = quiet + 1 if self._queued == queued else 0
+            if self._queued - first >= BATCH * len(self._due):
                 return
             if anyio.current_time() >= held_until:
                 return

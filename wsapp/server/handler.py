@@ -36,7 +36,8 @@ from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.server.flusher import Flusher
 from wsapp.server.keepalive import Keepalive
-from wsapp.server.transport import STREAM_ERRORS, SocketTransport
+from wsapp.server.streams import STREAM_ERRORS
+from wsapp.server.transport import SocketTransport
 from wsapp.settings import Settings
 
 __all__ = ["StreamHandler"]

@@ -25,13 +25,15 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
 from wsapp.concurrency import running_asyncio
 
-__all__ = ["ProtocolStream", "acceptor", "receiver"]
+__all__ = ["STREAM_ERRORS", "ProtocolStream", "acceptor", "receiver"]
 
 #: The most bytes one read of a socket takes (anyio's own default).
 RECEIVE_SIZE = 65536
 #: Bytes received and not yet read above which the stream stops reading from the socket, so
 #: that a peer faster than its handler fills the kernel's buffers, then its own TCP window.
 READ_LIMIT = 256 * 1024
+#: What reading or writing a stream raises once its connection is gone.
+STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 class _StreamProtocol(asyncio.Protocol):
