@@ -13,10 +13,17 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import settings
 
 from tests.helpers import TIMEOUT
 
 pytest_plugins = ["pytester"]  # tests of wsapp's own pytest plugin
+
+# The property tests are bounded by their number of examples, not by a time per example: on a
+# loaded 2-core CI machine one example of a few hundred frames can take more than hypothesis'
+# default 200 ms, which would fail a test whose answers were all right.
+settings.register_profile("wsapp", deadline=None)
+settings.load_profile("wsapp")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
