@@ -41,6 +41,7 @@ from wsapp.protocol.frames import (
     PreparedMessage,
     encode_frame,
     frame_header,
+    payload_size,
 )
 from wsapp.protocol.limits import MessageLimits
 from wsapp.protocol.reader import FrameReader, Handover
@@ -49,10 +50,6 @@ __all__ = ["Session", "message_too_big"]
 
 
 _MAX_CLOSE_REASON = MAX_PAYLOAD_NORMAL - 2  # bytes: a control frame's payload, less the code
-
-
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _close_payload(code: int, reason: str) -> bytes:
@@ -227,7 +224,7 @@ class Session:
             return None  # the session is closing: nobody will handle this message
         partial = self._partial
         if finished and partial is None:  # the common case: a message in one frame
-            size = _utf8_size(data) if type(data) is str else len(data)
+            size = payload_size(data)
         else:
             if partial is None:
                 # One growing buffer, not a list of fragments: a message sent as a million
@@ -237,7 +234,7 @@ class Session:
                 partial += data  # type: ignore[arg-type]
             else:
                 partial.write(data)  # type: ignore[arg-type]
-            self._size += _utf8_size(data) if type(data) is str else len(data)
+            self._size += payload_size(data)
             size = self._size
         if size > self._limits.max_message_size:
             self._partial = None
