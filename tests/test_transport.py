@@ -169,6 +169,30 @@ async def test_frames_the_socket_does_not_take_at_once_follow_in_order(flushed: 
             assert await pair.peer.read_frame() == (True, OP_TEXT, b"sent last")
 
 
+def writer_tasks() -> int:
+    return sum("_write_loop" in str(task.name) for task in anyio.get_running_tasks())
+
+
+async def test_the_writer_task_ends_with_its_connection(flushed: bool) -> None:
+    # The writer runs among the server's shared tasks (here, the group `accepted` runs the
+    # transport in), and once it has written everything it waits for more: nothing but the
+    # end of its connection may end it.
+    async with accepted(flushed) as pair:
+        chunk = PreparedMessage.of(b"\x01" * (256 * 1024))
+        for _ in range(40):  # more than loopback's socket buffers hold: a writer is needed
+            assert pair.transport.push(chunk, 1 << 30)
+        for _ in range(40):
+            assert await pair.peer.read_frame() == (True, OP_BINARY, chunk.payload)
+        assert writer_tasks() == 1
+        await pair.transport.close(1000, "bye")
+        assert await pair.peer.read_close() == (1000, "bye")
+        await pair.peer.send(close_frame(1000))
+        await pair.peer.read_eof()  # the transport's run is over
+        with anyio.fail_after(5):
+            while writer_tasks():  # polled: a task's end is not announced
+                await anyio.lowlevel.checkpoint()
+
+
 class FailingAfterHandshake(anyio.abc.ByteStream):
     """A stream with a bug: it raises an unexpected error on every send after the first."""
 

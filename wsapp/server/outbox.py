@@ -37,7 +37,6 @@ from wsapp.protocol import CloseCode
 from wsapp.protocol.bytequeue import ByteQueue
 from wsapp.server.flusher import Flusher
 from wsapp.server.streams import STREAM_ERRORS
-from wsapp.settings import Settings
 from wsapp.transport import CloseRecord
 
 __all__ = ["HIGH_WATER", "Outbox", "Owner"]
@@ -52,6 +51,11 @@ IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 class Owner(Protocol):
     """What an outbox needs of its connection."""
 
+    @property
+    def write_timeout(self) -> float:
+        """Seconds a write, or a wait for room, may take (read live)."""
+        ...
+
     def abort(self, why: str) -> None:
         """Drop the connection: a write failed or timed out (``why``). Never raises."""
 
@@ -60,10 +64,10 @@ class Outbox:
     """The frames queued for one connection's peer, and the writing of them.
 
     ``stream`` is the connection's; with a ``flusher`` and the ``raw_socket`` of a plain socket
-    stream, the flusher flushes the outbox straight to that socket. ``settings`` is read live
-    (``write_timeout``); the connection's ``record`` tells whether anyone is left to read.
-    Failures are reported to ``owner``. The writer task may start only between `start` and
-    `close`.
+    stream, the flusher flushes the outbox straight to that socket. The connection's
+    ``record`` tells whether anyone is left to read; ``owner`` bounds the writes and is told
+    of their failures. The writer task, if one is needed, runs in ``tasks`` (required to
+    `start`), and only between `start` and `close`.
     """
 
     __slots__ = (
@@ -74,27 +78,25 @@ class Outbox:
         "_owner",
         "_queue",
         "_record",
+        "_running",
         "_socket",
         "_stream",
         "_tasks",
         "_writer",
         "_writer_idle",
         "flush_due",
-        "settings",
     )
 
     def __init__(
         self,
         stream: ByteStream,
-        settings: Settings,
         record: CloseRecord,
         owner: Owner,
+        tasks: anyio.abc.TaskGroup | None = None,
         flusher: Flusher | None = None,
         raw_socket: socket.socket | None = None,
     ) -> None:
         self._stream = stream
-        #: Read live; the transport points it at the connection's own settings on accepting.
-        self.settings = settings
         self._record = record
         self._owner = owner
         # Only a plain socket can be flushed without awaiting; other streams wake the writer.
@@ -108,7 +110,8 @@ class Outbox:
         # the peer's chance to read. A backlog queued since the last of them is exempt from
         # the budget, so that the burst one tick produced is not taken for a slow peer.
         self._had_turn = True
-        self._tasks: anyio.abc.TaskGroup | None = None  # where the writer starts (while open)
+        self._tasks = tasks
+        self._running = False  # between `start` and `close`: the writer task may start
         # The writer task's scope, made when the task is started (most connections never
         # start one), and cancelled by `close` even before the task has begun.
         self._writer: anyio.CancelScope | None = None
@@ -206,7 +209,7 @@ class Outbox:
 
     async def _wait_below(self, limit: int) -> None:
         """Wait until at most ``limit`` bytes are unsent (0: until all is written)."""
-        timeout = self.settings.write_timeout
+        timeout = self._owner.write_timeout
         try:
             with anyio.fail_after(timeout):
                 while len(self._queue) > limit or (limit == 0 and self._in_flight):
@@ -227,26 +230,29 @@ class Outbox:
             self._drained = None
             drained.set()
 
-    def start(self, tasks: anyio.abc.TaskGroup) -> None:
-        """The connection runs: the writer task may start from now on, in ``tasks``, and
-        starts at once if there is no socket to flush, or bytes are waiting."""
-        self._tasks = tasks
+    def start(self) -> None:
+        """The connection runs: the writer task may start from now on, and starts at once if
+        there is no socket to flush, or bytes are waiting."""
+        if self._tasks is None:
+            raise RuntimeError("a connection's outbox runs only with the task group for its writer")
+        self._running = True
         if self._flusher is None or self._queue:
             self._start_writer()
 
     def close(self) -> None:
         """The connection is over: end the writer task (started or not), and write nothing
         to the socket any more."""
-        self._tasks = None
+        self._running = False
         if self._writer is not None:
             self._writer.cancel()
         self._socket = None
 
     def _start_writer(self) -> None:
         """Start the writer task, unless it has started or the connection is not running."""
-        if self._writer is None and self._tasks is not None:
+        tasks = self._tasks
+        if self._running and self._writer is None and tasks is not None:
             self._writer = anyio.CancelScope()
-            self._tasks.start_soon(self._write_loop, self._writer)
+            tasks.start_soon(self._write_loop, self._writer)
 
     def _wake_writer(self) -> None:
         idle = self._writer_idle
@@ -274,13 +280,14 @@ class Outbox:
             data = queue.take()
             self._in_flight = len(data)
             self._had_turn = True
+            timeout = self._owner.write_timeout
             try:
-                with anyio.fail_after(self.settings.write_timeout):
+                with anyio.fail_after(timeout):
                     # Any bytes-like object will do for the streams served here (sockets,
                     # TLS, the test client's pipe), so what was queued is not copied.
                     await self._stream.send(cast(bytes, data))
             except TimeoutError:
-                self._owner.abort(f"write timed out after {self.settings.write_timeout}s")
+                self._owner.abort(f"write timed out after {timeout}s")
                 return
             except STREAM_ERRORS:
                 self._owner.abort("connection lost while writing")

@@ -70,7 +70,6 @@ class SocketTransport:
         "_settings",
         "_socket",
         "_stream",
-        "_tasks",
     )
 
     def __init__(
@@ -88,7 +87,6 @@ class SocketTransport:
         # The socket is read directly only where it is also flushed (see Outbox).
         self._socket = raw_socket if flusher is not None else None
         self._keepalive = keepalive
-        self._tasks = tasks
         self._settings = settings
         self._key = key
         self._initial = initial
@@ -96,7 +94,7 @@ class SocketTransport:
         self._scope = anyio.CancelScope()
         self._pong_payload: bytes | None = None  # of the ping waiting for its pong
         self._record = CloseRecord()
-        self._outbox = Outbox(stream, settings, self._record, self, flusher, self._socket)
+        self._outbox = Outbox(stream, self._record, self, tasks, flusher, self._socket)
         self._inbox: Inbox | None = None
 
     @property
@@ -106,6 +104,12 @@ class SocketTransport:
     @property
     def unsent(self) -> int:
         return self._outbox.unsent
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds a write, or a wait for room, may take (the connection's setting, read
+        live; what the outbox asks)."""
+        return self._settings.write_timeout
 
     async def _write_handshake(self, data: bytes) -> None:
         with anyio.fail_after(self._settings.write_timeout):
@@ -126,7 +130,7 @@ class SocketTransport:
             await self._write_handshake(switching_protocols(self._key, headers))
         except (TimeoutError, *STREAM_ERRORS):
             return False
-        self._settings = self._outbox.settings = conn.settings
+        self._settings = conn.settings
         self._session = Session(conn.settings, [deflate[0]] if deflate else None)
         return True
 
@@ -174,13 +178,11 @@ class SocketTransport:
     async def run(self, inbox: Inbox) -> None:
         """Read until the connection is closed, then close the socket."""
         session = self._open_session
-        if self._tasks is None:
-            raise RuntimeError("a SocketTransport runs only with the task group for its writer")
-        self._inbox = inbox
         outbox = self._outbox
+        outbox.start()  # the writer task may run from now on (and `close` below ends it)
+        self._inbox = inbox
         try:
             with self._scope:
-                outbox.start(self._tasks)
                 self._schedule_ping()
                 await self._read(session, inbox)
                 if not self._record.lost and outbox.unsent:
