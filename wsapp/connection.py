@@ -116,7 +116,7 @@ class Connection(ObjectStream[Message]):
         await self._transport.send(item)  # which refuses to send before the handshake
         metrics = self._metrics
         metrics.messages_sent += 1
-        # As in Inbox.put: a call only for text that is not ASCII.
+        # As in Intake.offer: a call only for text that is not ASCII.
         metrics.bytes_sent += (
             len(item) if type(item) is bytes or item.isascii() else payload_size(item)
         )

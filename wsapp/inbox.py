@@ -8,14 +8,11 @@ from typing import TYPE_CHECKING
 import anyio
 
 from wsapp.concurrency import Signal, signal_factory
-from wsapp.protocol.frames import payload_size
 from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.dispatcher import Parking
-    from wsapp.operations.metrics import Metrics
-    from wsapp.ratelimit import MessageLimiter
 
 __all__ = ["Inbox"]
 
@@ -23,14 +20,11 @@ __all__ = ["Inbox"]
 class Inbox:
     """A FIFO of received messages, bounded in count and in size, with live limits.
 
-    The reader waits in `put` (or on what `offer` returns) while the inbox is full; since it
-    then stops reading the socket, a slow handler slows the peer down through TCP instead of
-    growing memory.
+    The reader waits on what `offer` returns while the inbox is full; since it then stops
+    reading the socket, a slow handler slows the peer down through TCP instead of growing
+    memory.
     Full means `count` messages, or (beyond the first message) `size` bytes, so the worst
     case is one message plus `size` bytes, not `count` times the largest message.
-    Every message is counted in ``metrics`` as it arrives (the one place all of them pass),
-    and judged by the ``limiter``: one over a rate limit is not queued, and takes no turn
-    to wait; a [RateLimited][wsapp.ratelimit.RateLimited] takes its place instead.
 
     Its consumer may also leave while the inbox is empty (see `summon` and `next`); then a
     message arriving starts another.
@@ -41,8 +35,6 @@ class Inbox:
         "_expired",
         "_idle",
         "_items",
-        "_limiter",
-        "_metrics",
         "_new_signal",
         "_parking",
         "_readable",
@@ -51,9 +43,7 @@ class Inbox:
         "_writable",
     )
 
-    def __init__(self, metrics: Metrics, limiter: MessageLimiter) -> None:
-        self._metrics = metrics
-        self._limiter = limiter
+    def __init__(self) -> None:
         # A list, not a deque: it holds at most `count` messages, and an empty deque costs
         # 600 bytes on every idle connection.
         self._items: list[Message | RateLimited] = []
@@ -70,41 +60,35 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, message: Message, count: int, size: int) -> None:
-        """Take ``message`` (see `offer`), waiting while the inbox is full."""
-        waiting = self.offer(message, count, size)
-        if waiting is not None:
-            await waiting
-
     def offer(self, message: Message, count: int, size: int) -> Awaitable[None] | None:
-        """Take ``message``: count it, judge it by the rate limits, and queue it if there is
-        room for it within ``count`` messages and ``size`` bytes. None once done; when the
-        inbox is full, what to await until it is queued (or the inbox closed).
+        """Queue ``message`` if there is room for it within ``count`` messages and ``size``
+        bytes: None once done; when the inbox is full, what to await until it is queued (or
+        the inbox closed). A closed inbox drops it.
 
         Not a coroutine, for the readers' sake: creating and running one per message costs
         more than all the rest does while there is room, as there nearly always is.
         """
-        # The per-message path: no call unless a message needs one (text that is not ASCII,
-        # a rate limit set).
         length = len(message)
-        payload = length if type(message) is bytes or message.isascii() else payload_size(message)
-        metrics = self._metrics
-        metrics.messages_received += 1
-        metrics.bytes_received += payload
-        limiter = self._limiter
-        limits = limiter.settings
-        if limits.rate_limit_messages is not None or limits.rate_limit_bytes is not None:
-            limited = limiter.judge(payload)
-            if limited is not None:
-                metrics.rate_limited += 1
-                self._turn_away(limited)
-                return None
         items = self._items
-        # `_full`, written out: this is the per-message path.
-        if (len(items) >= count or (items and self._size + length > size)) and not self._closed:
-            return self._queue_when_room(message, length, count, size)
-        self._queue(message, length)
+        # `_full` and `_queue`, written out: this is the per-message path.
+        if len(items) >= count or (items and self._size + length > size):
+            if not self._closed:
+                return self._queue_when_room(message, length, count, size)
+        elif not self._closed:
+            items.append(message)
+            self._size += length
+            readable = self._readable
+            if readable is not None:
+                readable.set()
+                self._readable = None
+            elif self._idle:
+                self._wake_consumer()
         return None
+
+    def insert(self, item: Message | RateLimited) -> None:
+        """Queue ``item`` now, room or not (for what stands in for messages that were not
+        queued, and takes no room itself)."""
+        self._queue(item, len(item))
 
     async def _queue_when_room(self, message: Message, length: int, count: int, size: int) -> None:
         while self._full(length, count, size):
@@ -120,7 +104,7 @@ class Inbox:
             self._closed
         )
 
-    def _queue(self, message: Message, length: int) -> None:
+    def _queue(self, message: Message | RateLimited, length: int) -> None:
         if self._closed:
             return
         self._items.append(message)
@@ -130,13 +114,6 @@ class Inbox:
             readable.set()
             self._readable = None
         elif self._idle:
-            self._wake_consumer()
-
-    def _turn_away(self, limited: RateLimited) -> None:
-        """Queue the run of turned-away messages ``limited`` in their place when it begins
-        (its later messages only count in it)."""
-        if limited.dropped == 1 and not self._closed:
-            self._items.append(limited)
             self._wake_consumer()
 
     def _wake_consumer(self) -> None:

@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import ByteStream
 
 from wsapp.exceptions import ConnectionClosed, WriteTimeout
-from wsapp.inbox import Inbox
+from wsapp.intake import Intake
 from wsapp.protocol import (
     CloseCode,
     CloseReceived,
@@ -77,8 +77,8 @@ class SocketTransport:
         "_flush_due",
         "_flusher",
         "_in_flight",
-        "_inbox",
         "_initial",
+        "_intake",
         "_keepalive",
         "_key",
         "_out",
@@ -135,7 +135,7 @@ class SocketTransport:
         self._drained: anyio.Event | None = None
         self._pong_payload: bytes | None = None  # of the ping waiting for its pong
         self._record = CloseRecord()
-        self._inbox: Inbox | None = None
+        self._intake: Intake | None = None
 
     @property
     def opened(self) -> bool:
@@ -314,8 +314,8 @@ class SocketTransport:
         """`close`, which on this transport never needs to wait: queue our close frame
         (once), and start the wait for the peer's."""
         session = self._session
-        if self._inbox is not None:
-            self._inbox.close()  # messages arriving from now on have no one to go to
+        if self._intake is not None:
+            self._intake.close()  # messages arriving from now on have no one to go to
         if session is None or session.close_sent or self._record.lost:
             return
         self._record.first(code, reason)
@@ -323,19 +323,19 @@ class SocketTransport:
         if not session.closed:
             self._scope.deadline = anyio.current_time() + self._settings.close_timeout
 
-    async def run(self, inbox: Inbox) -> None:
+    async def run(self, intake: Intake) -> None:
         """Read until the connection is closed, then close the socket."""
         session = self._open_session
         if self._tasks is None:
             raise RuntimeError("a SocketTransport runs only with the task group for its writer")
-        self._inbox = inbox
+        self._intake = intake
         try:
             with self._scope:
                 self._writer_group = self._tasks
                 if self._flusher is None or self._out:
                     self._start_writer()
                 self._schedule_ping()
-                await self._read(session, inbox)
+                await self._read(session, intake)
                 if not self._record.lost and (self._out or self._in_flight):
                     # Flush what is left, the close frame above all; a failure is already
                     # recorded as the cause of the loss.
@@ -357,8 +357,7 @@ class SocketTransport:
         session = self._open_session
         return self._record.outcome(session.close_sent and session.close_received)
 
-    async def _read(self, session: Session, inbox: Inbox) -> None:
-        settings = self._settings
+    async def _read(self, session: Session, intake: Intake) -> None:
         receive = receiver(self._stream, self._socket)
         pending, self._initial = self._initial, b""
         while not session.closed:
@@ -373,11 +372,7 @@ class SocketTransport:
             for event in session.receive_data(data):
                 kind = type(event)
                 if kind is str or kind is bytes:
-                    waiting = inbox.offer(
-                        event,  # type: ignore[arg-type]
-                        settings.read_buffer_size,
-                        settings.max_message_size,
-                    )
+                    waiting = intake.offer(event)  # type: ignore[arg-type]
                     if waiting is not None:
                         await waiting
                 elif kind is PingReceived:
