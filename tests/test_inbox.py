@@ -12,19 +12,17 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from wsapp.dispatcher import Parking
 from wsapp.inbox import Inbox
-from wsapp.ratelimit import RateLimited
 from wsapp.transport import Message
 
 pytestmark = pytest.mark.anyio
 
 
-def new_inbox() -> Inbox:
+def new_inbox() -> Inbox[Message]:
     return Inbox()
 
 
-async def put(inbox: Inbox, message: Message, count: int, size: int) -> None:
+async def put(inbox: Inbox[Message], message: Message, count: int, size: int) -> None:
     """Offer ``message``, waiting for room as a connection's reader does."""
     waiting = inbox.offer(message, count, size)
     if waiting is not None:
@@ -35,7 +33,7 @@ class Reader:
     """Puts messages into an inbox in a task of its own, as a connection's reader does, and
     records how many went in."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox[Message]) -> None:
         self.inbox = inbox
         self.put = 0
 
@@ -52,7 +50,7 @@ class Reader:
 
 @asynccontextmanager
 async def reading(
-    inbox: Inbox, messages: Sequence[Message], count: int = 100, size: int = 1 << 20
+    inbox: Inbox[Message], messages: Sequence[Message], count: int = 100, size: int = 1 << 20
 ) -> AsyncIterator[Reader]:
     reader = Reader(inbox)
     async with anyio.create_task_group() as tg:
@@ -206,88 +204,37 @@ async def test_insert_queues_beyond_the_bounds_in_order() -> None:
     assert [inbox.take_nowait(), inbox.take_nowait()] == ["a", "marker"]
 
 
-class Summoned:
-    """A consumer the inbox starts on demand, as a connection's callbacks' task."""
+class Told:
+    """A waiter that counts how often the inbox told it."""
 
-    def __init__(self, inbox: Inbox) -> None:
-        self.parking = Parking()
-        self.starts = 0
-        inbox.summon(self.start, self.parking, running=True)
+    def __init__(self) -> None:
+        self.times = 0
 
-    def start(self) -> None:
-        self.starts += 1
+    def wake(self) -> None:
+        self.times += 1
 
 
-@asynccontextmanager
-async def lingering_consumer(inbox: Inbox) -> AsyncIterator[list[Message | RateLimited | None]]:
-    """A consumer waiting for the next message in a task of its own, for the block: what it
-    took (None: it was sent away) is in the list once the block has ended."""
-    taken: list[Message | RateLimited | None] = []
-
-    async def take() -> None:
-        taken.append(await inbox.next(linger=True))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take)
-        await anyio.wait_all_tasks_blocked()
-        yield taken
-
-
-async def test_a_consumer_that_may_not_linger_leaves_an_empty_inbox_at_once() -> None:
+async def test_a_waiter_is_told_once_at_the_next_item_then_forgotten() -> None:
     inbox = new_inbox()
-    summoned = Summoned(inbox)
-    assert await inbox.next(linger=False) is None
-    await put(inbox, "a", 10, 1000)  # the consumer left: this message starts another
-    await put(inbox, "b", 10, 1000)  # it has not begun yet: no third one
-    assert summoned.starts == 1
-    assert [await inbox.next(linger=False), await inbox.next(linger=False)] == ["a", "b"]
-    assert await inbox.next(linger=False) is None
+    told = Told()
+    inbox.notify(told)
+    assert told.times == 0
+    assert inbox.offer("a", 10, 100) is None
+    assert inbox.offer("b", 10, 100) is None
+    inbox.insert("c")
+    assert told.times == 1  # once: it asks again when it wants to be told again
+    inbox.notify(told)
+    inbox.insert("d")
+    assert told.times == 2
 
 
-async def test_a_lingering_consumer_is_sent_away_after_a_whole_parking_period() -> None:
+async def test_a_waiter_is_told_at_the_close_and_not_after() -> None:
     inbox = new_inbox()
-    summoned = Summoned(inbox)
-    async with lingering_consumer(inbox) as taken:
-        summoned.parking.sweep()  # it began waiting after the last sweep: it stays
-        await anyio.wait_all_tasks_blocked()
-        assert taken == []
-        summoned.parking.sweep()  # it waited through a whole period: it goes
-    assert taken == [None]
-    await put(inbox, "late", 10, 1000)
-    assert summoned.starts == 1
-
-
-async def test_a_message_arriving_before_the_sweep_keeps_the_consumer() -> None:
-    inbox = new_inbox()
-    summoned = Summoned(inbox)
-    async with lingering_consumer(inbox) as taken:
-        summoned.parking.sweep()
-        await put(inbox, "just in time", 10, 1000)
-        summoned.parking.sweep()  # it was no longer waiting: the message is taken
-    assert taken == ["just in time"]
-    assert summoned.starts == 0
-
-
-async def test_a_closed_inbox_ends_a_lingering_consumer() -> None:
-    inbox = new_inbox()
-    Summoned(inbox)
-    ended: list[str] = []
-
-    async def consume() -> None:
-        try:
-            await inbox.next(linger=True)
-        except anyio.EndOfStream:
-            ended.append("EndOfStream")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        await anyio.wait_all_tasks_blocked()
-        inbox.close()
-    assert ended == ["EndOfStream"]
-
-
-async def test_an_inbox_without_summon_never_sends_its_consumer_away() -> None:
-    inbox = new_inbox()
-    with anyio.move_on_after(0.05) as waited:
-        await inbox.next(linger=False)
-    assert waited.cancelled_caught  # it waited for a message: nothing starts another
+    told, replaced = Told(), Told()
+    inbox.notify(replaced)
+    inbox.notify(told)  # in place of the one before
+    inbox.close()
+    assert (told.times, replaced.times) == (1, 0)
+    assert inbox.offer("late", 10, 100) is None  # dropped: nothing to tell
+    assert told.times == 1
+    assert inbox.closed and len(inbox) == 0

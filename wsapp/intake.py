@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from wsapp.operations.metrics import Metrics
     from wsapp.settings import Settings
 
-__all__ = ["Intake"]
+__all__ = ["Inbound", "Intake"]
+
+Inbound = Message | RateLimited
+"""What the inbox holds for the callbacks: a message, or the marker of the messages a rate
+limit turned away, in their place."""
 
 
 class Intake:
@@ -39,7 +43,7 @@ class Intake:
 
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: Inbox[Inbound],
         metrics: Metrics,
         settings: Settings,
         on_rate_limit: RateLimitPolicy,

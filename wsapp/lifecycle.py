@@ -26,7 +26,7 @@ from wsapp.dispatcher import Dispatcher, Parking
 from wsapp.endpoint import Callbacks, Endpoint
 from wsapp.exceptions import Reject
 from wsapp.inbox import Inbox
-from wsapp.intake import Intake
+from wsapp.intake import Inbound, Intake
 from wsapp.lifespan import Lifespan
 from wsapp.log import client_text, connection_fields, logger
 from wsapp.operations.looplag import watch_loop_lag
@@ -231,7 +231,7 @@ class Accepted:
         callbacks: Callbacks,
         conn: Connection,
         transport: Transport,
-        inbox: Inbox,
+        inbox: Inbox[Inbound],
         on_rate_limit: RateLimitPolicy,
     ) -> None:
         self.callbacks = callbacks
@@ -278,7 +278,7 @@ async def handshake(
         await refuse(transport, denied, path, request.client, metrics)
         return None
     own_settings = connection_settings(settings)
-    inbox = Inbox()
+    inbox: Inbox[Inbound] = Inbox()
     reading = endpoint.decoder is None
     conn = Connection(
         request,
