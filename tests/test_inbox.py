@@ -1,6 +1,7 @@
-"""The inbox between a connection's reader and its handlers, without sockets.
+"""The inbox between a connection's reader and its handlers, a queue, without sockets.
 
-Whether `put` waits is what the peer feels: a waiting reader stops reading the socket.
+Whether `offer` makes the reader wait is what the peer feels: a waiting reader stops reading
+the socket.
 """
 
 from __future__ import annotations
@@ -11,32 +12,34 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from wsapp.dispatcher import Parking
 from wsapp.inbox import Inbox
-from wsapp.operations.metrics import Metrics
-from wsapp.ratelimit import MessageLimiter, RateLimited
-from wsapp.rooms import Rooms
-from wsapp.settings import Settings
 from wsapp.transport import Message
 
 pytestmark = pytest.mark.anyio
 
 
-def new_inbox(metrics: Metrics | None = None) -> Inbox:
-    return Inbox(metrics or Metrics(Rooms()), MessageLimiter(Settings(), "close"))
+def new_inbox() -> Inbox[Message]:
+    return Inbox()
+
+
+async def put(inbox: Inbox[Message], message: Message, count: int, size: int) -> None:
+    """Offer ``message``, waiting for room as a connection's reader does."""
+    waiting = inbox.offer(message, count, size)
+    if waiting is not None:
+        await waiting
 
 
 class Reader:
     """Puts messages into an inbox in a task of its own, as a connection's reader does, and
     records how many went in."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox[Message]) -> None:
         self.inbox = inbox
         self.put = 0
 
     async def put_all(self, messages: Sequence[Message], count: int, size: int) -> None:
         for message in messages:
-            await self.inbox.put(message, count, size)
+            await put(self.inbox, message, count, size)
             self.put += 1
 
     async def settled(self) -> int:
@@ -47,7 +50,7 @@ class Reader:
 
 @asynccontextmanager
 async def reading(
-    inbox: Inbox, messages: Sequence[Message], count: int = 100, size: int = 1 << 20
+    inbox: Inbox[Message], messages: Sequence[Message], count: int = 100, size: int = 1 << 20
 ) -> AsyncIterator[Reader]:
     reader = Reader(inbox)
     async with anyio.create_task_group() as tg:
@@ -60,7 +63,7 @@ async def test_messages_come_out_in_the_order_they_went_in() -> None:
     inbox = new_inbox()
     messages: list[Message] = ["one", b"two", "three", b""]
     for message in messages:
-        await inbox.put(message, 100, 1 << 20)
+        await put(inbox, message, 100, 1 << 20)
     assert [await inbox.get() for _ in messages] == messages
 
 
@@ -75,7 +78,7 @@ async def test_a_get_waits_for_the_next_message() -> None:
         tg.start_soon(get_one)
         await anyio.wait_all_tasks_blocked()
         assert got == []
-        await inbox.put("hi", 1, 1)
+        await put(inbox, "hi", 1, 1)
     assert got == ["hi"]
 
 
@@ -107,8 +110,8 @@ async def test_the_first_message_always_fits_however_large() -> None:
 
 async def test_the_limits_of_each_put_apply_to_that_put() -> None:
     inbox = new_inbox()
-    await inbox.put("a", 1, 100)
-    await inbox.put("b", 2, 100)  # a limit raised since (per-connection settings) applies
+    await put(inbox, "a", 1, 100)
+    await put(inbox, "b", 2, 100)  # a limit raised since (per-connection settings) applies
     async with reading(inbox, ["c"], count=2) as reader:
         assert await reader.settled() == 0
     assert len(inbox) == 2
@@ -116,8 +119,8 @@ async def test_the_limits_of_each_put_apply_to_that_put() -> None:
 
 async def test_close_lets_the_queued_messages_drain_then_ends_the_stream() -> None:
     inbox = new_inbox()
-    await inbox.put("a", 10, 100)
-    await inbox.put("b", 10, 100)
+    await put(inbox, "a", 10, 100)
+    await put(inbox, "b", 10, 100)
     inbox.close()
     assert [await inbox.get(), await inbox.get()] == ["a", "b"]
     with pytest.raises(anyio.EndOfStream):
@@ -148,125 +151,14 @@ async def test_close_releases_a_waiting_reader_and_drops_what_it_was_putting() -
         assert await reader.settled() == 1
         inbox.close()
         assert await reader.settled() == 3  # the reader went on; nobody will handle them
-    await inbox.put("after", 10, 100)
+    await put(inbox, "after", 10, 100)
     assert await inbox.get() == "a"
     with pytest.raises(anyio.EndOfStream):
         await inbox.get()
 
 
-async def test_every_message_put_is_counted_with_its_payload_bytes() -> None:
-    metrics = Metrics(Rooms())
-    inbox = new_inbox(metrics)
-    messages: list[str | bytes] = ["ascii", "héllo ✓", b"\x00\x01"]
-    for message in messages:
-        await inbox.put(message, 10, 1000)
-    assert metrics.messages_received == 3
-    assert metrics.bytes_received == 5 + len("héllo ✓".encode()) + 2
-
-
-async def test_messages_over_a_rate_limit_are_replaced_by_one_marker_per_run() -> None:
-    settings = Settings(rate_limit_messages=1e-6, rate_limit_message_burst=1)
-    metrics = Metrics(Rooms())
-    inbox = Inbox(metrics, MessageLimiter(settings, "drop"))
-    for message in ["kept", "over", "over too"]:
-        await inbox.put(message, 10, 1000)
-    assert await inbox.get() == "kept"
-    limited = await inbox.get()
-    assert isinstance(limited, RateLimited)
-    assert (limited.policy, limited.dropped, len(inbox)) == ("drop", 2, 0)
-    assert metrics.rate_limited == 2
-
-
-class Summoned:
-    """A consumer the inbox starts on demand, as a connection's callbacks' task."""
-
-    def __init__(self, inbox: Inbox) -> None:
-        self.parking = Parking()
-        self.starts = 0
-        inbox.summon(self.start, self.parking, running=True)
-
-    def start(self) -> None:
-        self.starts += 1
-
-
-@asynccontextmanager
-async def lingering_consumer(inbox: Inbox) -> AsyncIterator[list[Message | RateLimited | None]]:
-    """A consumer waiting for the next message in a task of its own, for the block: what it
-    took (None: it was sent away) is in the list once the block has ended."""
-    taken: list[Message | RateLimited | None] = []
-
-    async def take() -> None:
-        taken.append(await inbox.next(linger=True))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take)
-        await anyio.wait_all_tasks_blocked()
-        yield taken
-
-
-async def test_a_consumer_that_may_not_linger_leaves_an_empty_inbox_at_once() -> None:
-    inbox = new_inbox()
-    summoned = Summoned(inbox)
-    assert await inbox.next(linger=False) is None
-    await inbox.put("a", 10, 1000)  # the consumer left: this message starts another
-    await inbox.put("b", 10, 1000)  # it has not begun yet: no third one
-    assert summoned.starts == 1
-    assert [await inbox.next(linger=False), await inbox.next(linger=False)] == ["a", "b"]
-    assert await inbox.next(linger=False) is None
-
-
-async def test_a_lingering_consumer_is_sent_away_after_a_whole_parking_period() -> None:
-    inbox = new_inbox()
-    summoned = Summoned(inbox)
-    async with lingering_consumer(inbox) as taken:
-        summoned.parking.sweep()  # it began waiting after the last sweep: it stays
-        await anyio.wait_all_tasks_blocked()
-        assert taken == []
-        summoned.parking.sweep()  # it waited through a whole period: it goes
-    assert taken == [None]
-    await inbox.put("late", 10, 1000)
-    assert summoned.starts == 1
-
-
-async def test_a_message_arriving_before_the_sweep_keeps_the_consumer() -> None:
-    inbox = new_inbox()
-    summoned = Summoned(inbox)
-    async with lingering_consumer(inbox) as taken:
-        summoned.parking.sweep()
-        await inbox.put("just in time", 10, 1000)
-        summoned.parking.sweep()  # it was no longer waiting: the message is taken
-    assert taken == ["just in time"]
-    assert summoned.starts == 0
-
-
-async def test_a_closed_inbox_ends_a_lingering_consumer() -> None:
-    inbox = new_inbox()
-    Summoned(inbox)
-    ended: list[str] = []
-
-    async def consume() -> None:
-        try:
-            await inbox.next(linger=True)
-        except anyio.EndOfStream:
-            ended.append("EndOfStream")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        await anyio.wait_all_tasks_blocked()
-        inbox.close()
-    assert ended == ["EndOfStream"]
-
-
-async def test_an_inbox_without_summon_never_sends_its_consumer_away() -> None:
-    inbox = new_inbox()
-    with anyio.move_on_after(0.05) as waited:
-        await inbox.next(linger=False)
-    assert waited.cancelled_caught  # it waited for a message: nothing starts another
-
-
 async def test_offer_queues_at_once_while_there_is_room_and_gives_the_wait_when_full() -> None:
-    metrics = Metrics(Rooms())
-    inbox = new_inbox(metrics)
+    inbox = new_inbox()
     assert inbox.offer("a", 2, 100) is None
     assert inbox.offer("b", 2, 100) is None
     waiting = inbox.offer("c", 2, 100)
@@ -283,7 +175,6 @@ async def test_offer_queues_at_once_while_there_is_room_and_gives_the_wait_when_
         assert await inbox.get() == "a"
     assert [await inbox.get(), await inbox.get()] == ["b", "c"]
     assert inbox.offer("d", 2, 100) is None
-    assert metrics.messages_received == 4  # each message counted once, waited or not
 
 
 async def test_take_nowait_takes_what_is_queued_and_makes_room() -> None:
@@ -303,3 +194,47 @@ async def test_take_nowait_takes_what_is_queued_and_makes_room() -> None:
         assert inbox.take_nowait() == ""
     assert inbox.take_nowait() == "next"
     assert inbox.take_nowait() is None
+
+
+async def test_insert_queues_beyond_the_bounds_in_order() -> None:
+    inbox = new_inbox()
+    assert inbox.offer("a", 1, 100) is None
+    inbox.insert("marker")  # the inbox is full: it is queued all the same, after "a"
+    assert len(inbox) == 2
+    assert [inbox.take_nowait(), inbox.take_nowait()] == ["a", "marker"]
+
+
+class Told:
+    """A waiter that counts how often the inbox told it."""
+
+    def __init__(self) -> None:
+        self.times = 0
+
+    def wake(self) -> None:
+        self.times += 1
+
+
+async def test_a_waiter_is_told_once_at_the_next_item_then_forgotten() -> None:
+    inbox = new_inbox()
+    told = Told()
+    inbox.notify(told)
+    assert told.times == 0
+    assert inbox.offer("a", 10, 100) is None
+    assert inbox.offer("b", 10, 100) is None
+    inbox.insert("c")
+    assert told.times == 1  # once: it asks again when it wants to be told again
+    inbox.notify(told)
+    inbox.insert("d")
+    assert told.times == 2
+
+
+async def test_a_waiter_is_told_at_the_close_and_not_after() -> None:
+    inbox = new_inbox()
+    told, replaced = Told(), Told()
+    inbox.notify(replaced)
+    inbox.notify(told)  # in place of the one before
+    inbox.close()
+    assert (told.times, replaced.times) == (1, 0)
+    assert inbox.offer("late", 10, 100) is None  # dropped: nothing to tell
+    assert told.times == 1
+    assert inbox.closed and len(inbox) == 0

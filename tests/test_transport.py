@@ -20,9 +20,9 @@ import wsapp
 from tests.rawclient import OP_BINARY, OP_TEXT, RawClient, close_frame
 from wsapp.connection import Connection
 from wsapp.inbox import Inbox
+from wsapp.intake import Inbound, Intake
 from wsapp.operations.metrics import Metrics
 from wsapp.protocol import PreparedMessage
-from wsapp.ratelimit import MessageLimiter
 from wsapp.rooms import Rooms
 from wsapp.server.flusher import Flusher
 from wsapp.server.streams import acceptor
@@ -41,7 +41,7 @@ class Pair:
     transport: SocketTransport
     conn: Connection
     peer: RawClient
-    inbox: Inbox
+    inbox: Inbox[Inbound]
 
 
 @asynccontextmanager
@@ -79,10 +79,10 @@ async def accepted(
             head = await peer.read_until(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
             assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
-            inbox = Inbox(metrics, MessageLimiter(settings, "close"))
+            inbox: Inbox[Inbound] = Inbox()
             if flusher is not None:
                 tg.start_soon(flusher.run)
-            tg.start_soon(transport.run, inbox)
+            tg.start_soon(transport.run, Intake(inbox, metrics, settings, "close"))
             yield Pair(transport, conn, peer, inbox)
             tg.cancel_scope.cancel()
 

@@ -18,7 +18,7 @@ import anyio
 from wsapp import lifecycle
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
-from wsapp.inbox import Inbox
+from wsapp.intake import Intake
 from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
@@ -229,7 +229,7 @@ class ASGITransport:
         self._scope = anyio.CancelScope()
         self._record = CloseRecord()
         self._disconnect: tuple[int, str] | None = None  # what the host reported at the end
-        self._inbox: Inbox | None = None
+        self._intake: Intake | None = None
         self._pushed: deque[PreparedMessage] = deque()
         self._pushed_bytes = 0
         # `_sends` when the pushed backlog began: a backlog the host has not had a turn at
@@ -387,8 +387,8 @@ class ASGITransport:
         return True
 
     async def close(self, code: int, reason: str) -> None:
-        if self._inbox is not None:
-            self._inbox.close()
+        if self._intake is not None:
+            self._intake.close()
         if not self._opened or self._ended:
             return
         self._record.first(code, reason)
@@ -404,14 +404,14 @@ class ASGITransport:
             except ConnectionClosed:
                 return
 
-    async def run(self, inbox: Inbox) -> None:
+    async def run(self, intake: Intake) -> None:
         """Receive until the host reports the disconnect."""
-        self._inbox = inbox
+        self._intake = intake
         with self._scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_writes)
                 tg.start_soon(self._send_pushed)
-                await self._read(inbox)
+                await self._read(intake)
                 tg.cancel_scope.cancel()
         if self._scope.cancelled_caught and self._disconnect is None:
             self._record.lose("no close frame from the peer within close_timeout")
@@ -423,7 +423,7 @@ class ASGITransport:
             self._record.first(*ended)  # the peer closed first, cleanly (if we did not)
         return self._record.outcome(completed)
 
-    async def _read(self, inbox: Inbox) -> None:
+    async def _read(self, intake: Intake) -> None:
         settings = self._settings
         while True:
             event = await self._receive()
@@ -439,7 +439,7 @@ class ASGITransport:
                     failure = message_too_big(limit)
                     await self.close(failure.code, failure.reason)
                     continue  # the host still reports the disconnect
-                waiting = inbox.offer(message, settings.read_buffer_size, limit)
+                waiting = intake.offer(message)
                 if waiting is not None:
                     await waiting
             elif kind == "websocket.disconnect":

@@ -12,6 +12,7 @@ from pydantic_core import to_json
 
 from wsapp.datastructures import MutableHeaders
 from wsapp.inbox import Inbox
+from wsapp.intake import Inbound
 from wsapp.operations.metrics import Metrics
 from wsapp.protocol import is_sendable
 from wsapp.protocol.frames import payload_size
@@ -59,7 +60,7 @@ class Connection(ObjectStream[Message]):
         request: Request,
         settings: Settings,
         transport: Transport,
-        inbox: Inbox | None = None,
+        inbox: Inbox[Inbound] | None = None,
         *,
         rooms: Rooms[Connection],
         metrics: Metrics,
@@ -116,7 +117,7 @@ class Connection(ObjectStream[Message]):
         await self._transport.send(item)  # which refuses to send before the handshake
         metrics = self._metrics
         metrics.messages_sent += 1
-        # As in Inbox.put: a call only for text that is not ASCII.
+        # As in Intake.offer: a call only for text that is not ASCII.
         metrics.bytes_sent += (
             len(item) if type(item) is bytes or item.isascii() else payload_size(item)
         )

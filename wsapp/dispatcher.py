@@ -7,7 +7,8 @@ when there is work (`on_open`; later, a message arriving while none runs), in th
 group of shared tasks, and ends once its connection has been quiet for a while
 ([Parking][wsapp.dispatcher.Parking] decides when): an idle connection is its reader alone.
 The task does not end as soon as the inbox is empty because starting one costs about 15 µs:
-a connection under load keeps its task, and pays nothing per message.
+a connection under load keeps its task, and pays nothing per message. That coming and going
+is [OnDemand][wsapp.dispatcher.OnDemand]'s; the inbox only tells it that a message arrived.
 
 What callbacks observe does not change with the task they run in: `on_open` first, then one
 `on_message` at a time in order (or `concurrency` at once), the context variables one
@@ -22,12 +23,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
+from wsapp.concurrency import Signal, signal_factory
 from wsapp.exceptions import ConnectionClosed, JoinRefused
+from wsapp.inbox import Inbox
+from wsapp.intake import Inbound
 from wsapp.log import connection_fields, logger
 from wsapp.operations.metrics import HANDLER_SAMPLING, Metrics
 from wsapp.protocol import CloseCode
@@ -37,9 +41,8 @@ from wsapp.transport import Message, Transport
 if TYPE_CHECKING:
     from wsapp.connection import Connection
     from wsapp.endpoint import Callbacks
-    from wsapp.inbox import Inbox
 
-__all__ = ["LINGER", "Dispatcher", "Parking"]
+__all__ = ["LINGER", "Dispatcher", "OnDemand", "Parking"]
 
 #: Seconds a callback task with no message to handle waits for one (at least; at most twice
 #: as long) before it ends; the next message starts another.
@@ -47,29 +50,32 @@ LINGER = 5.0
 
 
 class Parking:
-    """The inboxes whose callback task waits for a message, sent away once they waited a
-    whole `LINGER` period.
+    """The callback tasks waiting for a message, sent away once they waited a whole
+    `LINGER` period.
 
-    `run` is a task of the server's, started before its connections and ended after them.
+    Made in the event loop that serves the connections; `run` is a task of the server's,
+    started before its connections and ended after them.
     """
 
     def __init__(self) -> None:
-        self._since_sweep: set[Inbox] = set()  # began waiting after the last sweep
-        self._before_sweep: set[Inbox] = set()  # were waiting at the last sweep
+        self._since_sweep: set[OnDemand] = set()  # began waiting after the last sweep
+        self._before_sweep: set[OnDemand] = set()  # were waiting at the last sweep
+        self._new_signal = signal_factory()
 
-    def park(self, inbox: Inbox) -> None:
-        """``inbox``'s callback task waits for a message from now on."""
-        self._since_sweep.add(inbox)
+    def park(self, waiting: OnDemand) -> Signal:
+        """``waiting``'s task waits for a message from now on: on the signal returned."""
+        self._since_sweep.add(waiting)
+        return self._new_signal()
 
-    def discard(self, inbox: Inbox) -> None:
-        """``inbox`` is closed: forget it."""
-        self._since_sweep.discard(inbox)
-        self._before_sweep.discard(inbox)
+    def discard(self, waiting: OnDemand) -> None:
+        """``waiting``'s connection is closed: forget it."""
+        self._since_sweep.discard(waiting)
+        self._before_sweep.discard(waiting)
 
     def sweep(self) -> None:
-        """Send away the consumers that have waited since before the last sweep."""
-        for inbox in self._before_sweep:
-            inbox.expire()
+        """Send away the tasks that have waited since before the last sweep."""
+        for waiting in self._before_sweep:
+            waiting.expire()
         self._before_sweep, self._since_sweep = self._since_sweep, set()
 
     async def run(self) -> NoReturn:
@@ -78,13 +84,95 @@ class Parking:
             self.sweep()
 
 
+class Resumable(Protocol):
+    """What [OnDemand][wsapp.dispatcher.OnDemand] starts the callbacks' task with."""
+
+    def resume(self) -> None:
+        """Start the callbacks' task, to handle the messages queued: none runs."""
+        ...
+
+
+class OnDemand:
+    """The coming and going of one connection's callbacks' task.
+
+    The task takes the messages queued at once, and asks `next` for the one after: that
+    waits for it at ``parking`` (or returns None at once, when it may not linger), and
+    returns None once the parking sends the task away; the task then leaves. The next
+    message the ``inbox`` queues starts another with ``owner.resume()`` (the first message
+    does too, unless a task is ``running`` already). The inbox only tells this object
+    that a message arrived (it is the inbox's [Waiter][wsapp.inbox.Waiter]).
+    """
+
+    __slots__ = ("_expired", "_idle", "_inbox", "_owner", "_parking", "_waiting")
+
+    def __init__(
+        self, inbox: Inbox[Inbound], parking: Parking, owner: Resumable, running: bool
+    ) -> None:
+        self._inbox = inbox
+        self._parking = parking
+        self._owner: Resumable | None = owner  # until closed: no reference cycle left
+        self._waiting: Signal | None = None  # the task waits for a message on it
+        self._expired = False  # the parking sent the waiting task away
+        self._idle = False  # no task runs: the next message starts one
+        if not running:
+            self._leave()
+
+    def _leave(self) -> None:
+        self._idle = True
+        self._inbox.notify(self)
+
+    def wake(self) -> None:
+        """A message arrived, or the inbox closed: wake the task waiting for it, or start
+        one if none runs (the inbox's call)."""
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            waiting.set()
+        elif self._idle and self._owner is not None and not self._inbox.closed:
+            self._idle = False
+            self._owner.resume()
+
+    def expire(self) -> None:
+        """Send the task away if it is still waiting (`next` returns None; the parking's
+        call)."""
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            self._expired = True
+            waiting.set()
+
+    async def next(self, linger: bool) -> Inbound | None:
+        """The next message, once the inbox has none queued: waited for as long as the
+        parking lets the task ``linger``; None when the task must leave (not ``linger``, or
+        the parking sent it away). EndOfStream once the inbox is closed and empty."""
+        inbox = self._inbox
+        while not inbox.closed:
+            if not linger or self._expired:
+                self._expired = False
+                self._leave()
+                return None
+            waiting = self._waiting = self._parking.park(self)
+            inbox.notify(self)
+            await waiting.wait()
+            message = inbox.take_nowait()
+            if message is not None:
+                return message
+        raise anyio.EndOfStream
+
+    def close(self) -> None:
+        """The connection is over: nothing more to start, nor to send away."""
+        self._parking.discard(self)
+        self._owner = None
+
+
 class Dispatcher:
     """Runs one connection's callbacks in a task of ``tasks``: `start` it once open, and
     `finish` it once the connection is over (its inbox closed).
 
     With ``parking`` (and one `on_message` at a time, the default), the task ends while the
-    connection is idle, and the inbox starts another when a message arrives. Without, one
-    task runs the callbacks from `on_open` to the close.
+    connection is idle, and a message arriving starts another (see
+    [OnDemand][wsapp.dispatcher.OnDemand]). Without, one task runs the callbacks from
+    `on_open` to the close.
     """
 
     __slots__ = (
@@ -107,7 +195,7 @@ class Dispatcher:
         callbacks: Callbacks,
         conn: Connection,
         transport: Transport,
-        inbox: Inbox,
+        inbox: Inbox[Inbound],
         metrics: Metrics,
         tasks: TaskGroup,
         parking: Parking | None = None,
@@ -127,20 +215,21 @@ class Dispatcher:
         # Messages to let by before the first timed one: never, unless something reads them.
         timed = metrics.timing or conn.settings.metrics_path is not None
         self._untimed = 0 if timed else sys.maxsize
-        self._on_demand = (
-            parking is not None and callbacks.on_message is not None and callbacks.concurrency == 1
-        )
-        if self._on_demand:
-            assert parking is not None
-            inbox.summon(self._spawn, parking, running=callbacks.opens)
+        self._on_demand: OnDemand | None = None
+        if parking is not None and callbacks.on_message is not None and callbacks.concurrency == 1:
+            self._on_demand = OnDemand(inbox, parking, self, running=callbacks.opens)
 
     def start(self) -> None:
         """Run `on_open`, then the messages (on demand, with no `on_open` to run: when the
         first message arrives)."""
-        if self._callbacks.opens or not self._on_demand:
+        if self._callbacks.opens or self._on_demand is None:
             self._spawn(opening=True)
 
-    def _spawn(self, opening: bool = False) -> None:
+    def resume(self) -> None:
+        """Start the task again to handle the messages queued (on demand, when none runs)."""
+        self._spawn(opening=False)
+
+    def _spawn(self, opening: bool) -> None:
         self._scope = anyio.CancelScope()
         self._tasks.start_soon(self._serve, self._scope, opening)
 
@@ -165,6 +254,9 @@ class Dispatcher:
                     conn.id,
                     extra=connection_fields(conn),
                 )
+        if self._on_demand is not None:
+            self._on_demand.close()
+            self._on_demand = None
         if self._context is not None:
             _adopt(self._context)
 
@@ -205,7 +297,9 @@ class Dispatcher:
             if callbacks.concurrency != 1:
                 await self._concurrently(on_message, callbacks.concurrency)
             else:
-                await self._one_at_a_time(self._inbox.next, on_message, linger=not opening)
+                on_demand = self._on_demand
+                take = on_demand.next if on_demand is not None else self._get
+                await self._one_at_a_time(take, on_message, linger=not opening)
         except (anyio.EndOfStream, ConnectionClosed):
             pass  # the connection ended first: not an error
         except Exception:
@@ -218,15 +312,20 @@ class Dispatcher:
             return CloseCode.INTERNAL_ERROR, "internal error"
         return None
 
+    def _get(self, linger: bool) -> Awaitable[Inbound]:
+        """The next message, as the task takes it when it never leaves: waited for as long as
+        it takes."""
+        return self._inbox.get()
+
     async def _one_at_a_time(
         self,
-        take: Callable[[bool], Awaitable[Message | RateLimited | None]],
+        take: Callable[[bool], Awaitable[Inbound | None]],
         on_message: Callable[[Message], Awaitable[None]],
         linger: bool,
     ) -> None:
         """In order, each message of the inbox after the previous one's handler returned:
-        taken at once while one is queued, else from ``take``, until it gives None (the inbox
-        sent this task away: see `Inbox.next`).
+        taken at once while one is queued, else from ``take``, until it gives None (this task
+        is to leave: see `OnDemand.next`).
 
         One handler run in `HANDLER_SAMPLING` is timed into the handler-duration histogram
         after ``_untimed`` messages: the per-message path pays a countdown, not two clock
@@ -271,14 +370,11 @@ class Dispatcher:
         that many handlers at once, and a message is taken only when a worker is free, so a
         busy connection still stops reading."""
         failure: list[Exception] = []
-        get = self._inbox.get
-
-        def take(linger: bool) -> Awaitable[Message | RateLimited]:
-            return get()  # a worker never leaves: it waits for the next message
 
         async def worker() -> None:
             try:
-                await self._one_at_a_time(take, on_message, linger=True)
+                # A worker never leaves: it waits for the next message.
+                await self._one_at_a_time(self._get, on_message, linger=True)
             except anyio.EndOfStream:
                 return
             except Exception as exc:

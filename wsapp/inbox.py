@@ -1,218 +1,163 @@
-"""The bounded inbox between a transport's reader and the handlers."""
+"""The bounded inbox between a transport's reader and the handlers: a queue, nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sized
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from wsapp.concurrency import Signal, signal_factory
-from wsapp.protocol.frames import payload_size
-from wsapp.ratelimit import RateLimited
-from wsapp.transport import Message
 
-if TYPE_CHECKING:
-    from wsapp.dispatcher import Parking
-    from wsapp.operations.metrics import Metrics
-    from wsapp.ratelimit import MessageLimiter
+__all__ = ["Inbox", "Waiter"]
 
-__all__ = ["Inbox"]
+T = TypeVar("T", bound=Sized)
 
 
-class Inbox:
-    """A FIFO of received messages, bounded in count and in size, with live limits.
+class Waiter(Protocol):
+    """What an inbox tells, once, when it was asked to (`Inbox.notify`)."""
 
-    The reader waits in `put` (or on what `offer` returns) while the inbox is full; since it
-    then stops reading the socket, a slow handler slows the peer down through TCP instead of
-    growing memory.
-    Full means `count` messages, or (beyond the first message) `size` bytes, so the worst
-    case is one message plus `size` bytes, not `count` times the largest message.
-    Every message is counted in ``metrics`` as it arrives (the one place all of them pass),
-    and judged by the ``limiter``: one over a rate limit is not queued, and takes no turn
-    to wait; a [RateLimited][wsapp.ratelimit.RateLimited] takes its place instead.
+    def wake(self) -> None:
+        """Something was queued, or the inbox closed. Called at most once per `notify`, by
+        whatever queued or closed: it must not wait, and must not raise."""
+        ...
 
-    Its consumer may also leave while the inbox is empty (see `summon` and `next`); then a
-    message arriving starts another.
+
+class Inbox(Generic[T]):
+    """A FIFO of received items, bounded in count and in size, with live limits.
+
+    The reader waits on what `offer` returns while the inbox is full; since it then stops
+    reading the socket, a slow handler slows the peer down through TCP instead of growing
+    memory.
+    Full means `count` items, or (beyond the first item) `size`, the sum of their `len()`,
+    so the worst case is one item plus `size`, not `count` times the largest item.
+
+    Consumers `get` the items (or `take_nowait` them); one that leaves while the inbox is
+    empty can ask to be told when the next item arrives (`notify`) instead of waiting.
+    Once closed, it takes nothing more, and its consumers drain what it holds.
     """
 
-    __slots__ = (
-        "_closed",
-        "_expired",
-        "_idle",
-        "_items",
-        "_limiter",
-        "_metrics",
-        "_new_signal",
-        "_parking",
-        "_readable",
-        "_size",
-        "_start_consumer",
-        "_writable",
-    )
+    __slots__ = ("_closed", "_items", "_new_signal", "_readable", "_size", "_waiter", "_writable")
 
-    def __init__(self, metrics: Metrics, limiter: MessageLimiter) -> None:
-        self._metrics = metrics
-        self._limiter = limiter
-        # A list, not a deque: it holds at most `count` messages, and an empty deque costs
+    def __init__(self) -> None:
+        # A list, not a deque: it holds at most `count` items, and an empty deque costs
         # 600 bytes on every idle connection.
-        self._items: list[Message | RateLimited] = []
-        self._size = 0  # len() of the queued messages (characters for text)
+        self._items: list[T] = []
+        self._size = 0  # len() of the queued items (characters for text)
         self._closed = False
         self._new_signal = signal_factory()  # a wait per message: the cheapest way
         self._readable: Signal | None = None
         self._writable: Signal | None = None
-        self._parking: Parking | None = None  # with a consumer that leaves when idle
-        self._start_consumer: Callable[[], None] | None = None
-        self._idle = False  # the consumer left: the next message starts another
-        self._expired = False  # the parking sent the waiting consumer away
+        self._waiter: Waiter | None = None  # to tell at the next item, once
 
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, message: Message, count: int, size: int) -> None:
-        """Take ``message`` (see `offer`), waiting while the inbox is full."""
-        waiting = self.offer(message, count, size)
-        if waiting is not None:
-            await waiting
+    @property
+    def closed(self) -> bool:
+        """Whether the inbox was closed: it takes nothing more."""
+        return self._closed
 
-    def offer(self, message: Message, count: int, size: int) -> Awaitable[None] | None:
-        """Take ``message``: count it, judge it by the rate limits, and queue it if there is
-        room for it within ``count`` messages and ``size`` bytes. None once done; when the
-        inbox is full, what to await until it is queued (or the inbox closed).
+    def offer(self, item: T, count: int, size: int) -> Awaitable[None] | None:
+        """Queue ``item`` if there is room for it within ``count`` items and ``size``: None
+        once done; when the inbox is full, what to await until it is queued (or the inbox
+        closed). A closed inbox drops it.
 
         Not a coroutine, for the readers' sake: creating and running one per message costs
         more than all the rest does while there is room, as there nearly always is.
         """
-        # The per-message path: no call unless a message needs one (text that is not ASCII,
-        # a rate limit set).
-        length = len(message)
-        payload = length if type(message) is bytes or message.isascii() else payload_size(message)
-        metrics = self._metrics
-        metrics.messages_received += 1
-        metrics.bytes_received += payload
-        limiter = self._limiter
-        limits = limiter.settings
-        if limits.rate_limit_messages is not None or limits.rate_limit_bytes is not None:
-            limited = limiter.judge(payload)
-            if limited is not None:
-                metrics.rate_limited += 1
-                self._turn_away(limited)
-                return None
+        length = len(item)
         items = self._items
-        # `_full`, written out: this is the per-message path.
-        if (len(items) >= count or (items and self._size + length > size)) and not self._closed:
-            return self._queue_when_room(message, length, count, size)
-        self._queue(message, length)
+        # `_full` and `_queue`, written out: this is the per-message path.
+        if len(items) >= count or (items and self._size + length > size):
+            if not self._closed:
+                return self._queue_when_room(item, length, count, size)
+        elif not self._closed:
+            items.append(item)
+            self._size += length
+            readable = self._readable
+            if readable is not None:
+                readable.set()
+                self._readable = None
+            else:
+                waiter = self._waiter
+                if waiter is not None:
+                    self._waiter = None
+                    waiter.wake()
         return None
 
-    async def _queue_when_room(self, message: Message, length: int, count: int, size: int) -> None:
+    def insert(self, item: T) -> None:
+        """Queue ``item`` now, room or not (for what stands in for items that were not
+        queued, and takes no room itself)."""
+        self._queue(item, len(item))
+
+    async def _queue_when_room(self, item: T, length: int, count: int, size: int) -> None:
         while self._full(length, count, size):
             if self._writable is None:
                 self._writable = self._new_signal()
             await self._writable.wait()
-        self._queue(message, length)
+        self._queue(item, length)
 
     def _full(self, length: int, count: int, size: int) -> bool:
-        """No room for a message of ``length`` (see the class's docstring), and not closed."""
+        """No room for an item of ``length`` (see the class's docstring), and not closed."""
         items = self._items
         return (len(items) >= count or bool(items and self._size + length > size)) and not (
             self._closed
         )
 
-    def _queue(self, message: Message, length: int) -> None:
+    def _queue(self, item: T, length: int) -> None:
         if self._closed:
             return
-        self._items.append(message)
+        self._items.append(item)
         self._size += length
-        readable = self._readable
-        if readable is not None:  # written out: this is the per-message path
-            readable.set()
-            self._readable = None
-        elif self._idle:
-            self._wake_consumer()
-
-    def _turn_away(self, limited: RateLimited) -> None:
-        """Queue the run of turned-away messages ``limited`` in their place when it begins
-        (its later messages only count in it)."""
-        if limited.dropped == 1 and not self._closed:
-            self._items.append(limited)
-            self._wake_consumer()
-
-    def _wake_consumer(self) -> None:
-        """Wake the consumer waiting for a message, or start one if none runs."""
         if self._readable is not None:
             self._readable.set()
             self._readable = None
-        elif self._idle and self._start_consumer is not None:
-            self._idle = False
-            self._start_consumer()
+        else:
+            self._wake_waiter()
 
-    def summon(self, start_consumer: Callable[[], None], parking: Parking, running: bool) -> None:
-        """Let the consumer leave when `next` finds nothing to take: then call
-        ``start_consumer`` at the next message (at the first one, unless a consumer is
-        ``running`` already). It waits for one at ``parking``, which sends it away after a
-        while (see [Parking][wsapp.dispatcher.Parking])."""
-        self._start_consumer = start_consumer
-        self._parking = parking
-        self._idle = not running
+    def _wake_waiter(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None  # once, and no reference cycle left to collect
+            waiter.wake()
 
-    def expire(self) -> None:
-        """Send the consumer away if it is still waiting (`next` returns None)."""
-        if self._readable is not None and not self._items:
-            self._expired = True
-            self._wake_consumer()
+    def notify(self, waiter: Waiter) -> None:
+        """Call ``waiter.wake()`` once, when the next item is queued or the inbox closes
+        (in place of a waiter asked for before)."""
+        self._waiter = waiter
 
-    async def next(self, linger: bool) -> Message | RateLimited | None:
-        """The next message, as `get`; or None, and the consumer must leave, when there is
-        none to take and it may not wait (not ``linger``) or the parking sent it away. Only
-        an inbox told to `summon` a consumer sends one away."""
+    async def get(self) -> T:
+        """The next item, waiting for one as long as it takes; EndOfStream once the inbox
+        is closed and empty."""
         while not self._items:
-            parking = self._parking
-            if parking is not None and not self._closed:
-                if not linger or self._expired:
-                    self._expired = False
-                    self._idle = True
-                    return None
-                parking.park(self)
-            await self._wait()
+            if self._closed:
+                raise anyio.EndOfStream
+            if self._readable is None:
+                self._readable = self._new_signal()
+            await self._readable.wait()
         return self._take()
 
-    async def get(self) -> Message | RateLimited:
-        """The next message, waiting for one as long as it takes; EndOfStream once the
-        inbox is closed and empty."""
-        while not self._items:
-            await self._wait()
-        return self._take()
-
-    async def _wait(self) -> None:
-        if self._closed:
-            raise anyio.EndOfStream
-        if self._readable is None:
-            self._readable = self._new_signal()
-        await self._readable.wait()
-
-    def take_nowait(self) -> Message | RateLimited | None:
-        """The next message if one is queued, else None, without waiting: what `get` and
-        `next` return at once when there is one, for the consumers' sake (a coroutine per
-        message costs more than the taking)."""
+    def take_nowait(self) -> T | None:
+        """The next item if one is queued, else None, without waiting: what `get` returns
+        at once when there is one, for the consumers' sake (a coroutine per message costs
+        more than the taking)."""
         return self._take() if self._items else None
 
-    def _take(self) -> Message | RateLimited:
-        message = self._items.pop(0)
-        self._size -= len(message)
+    def _take(self) -> T:
+        item = self._items.pop(0)
+        self._size -= len(item)
         if self._writable is not None:
             self._writable.set()
             self._writable = None
-        return message
+        return item
 
     def close(self) -> None:
-        """No more messages will arrive; readers drain what is queued, then get EndOfStream."""
+        """No more items will arrive; consumers drain what is queued, then get EndOfStream
+        (and a waiter asked for is told)."""
         self._closed = True
-        self._start_consumer = None  # nothing to start, and no reference cycle to collect
-        if self._parking is not None:
-            self._parking.discard(self)
         for event in (self._readable, self._writable):
             if event is not None:
                 event.set()
         self._readable = self._writable = None
+        self._wake_waiter()

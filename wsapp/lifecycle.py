@@ -26,6 +26,7 @@ from wsapp.dispatcher import Dispatcher, Parking
 from wsapp.endpoint import Callbacks, Endpoint
 from wsapp.exceptions import Reject
 from wsapp.inbox import Inbox
+from wsapp.intake import Inbound, Intake
 from wsapp.lifespan import Lifespan
 from wsapp.log import client_text, connection_fields, logger
 from wsapp.operations.looplag import watch_loop_lag
@@ -33,7 +34,7 @@ from wsapp.operations.metrics import Metrics
 from wsapp.protocol import Refusal
 from wsapp.protocol.handshake import no_endpoint
 from wsapp.query import validated_query
-from wsapp.ratelimit import HandshakeLimiter, MessageLimiter
+from wsapp.ratelimit import HandshakeLimiter, RateLimitPolicy
 from wsapp.request import Address, Request, is_origin_allowed
 from wsapp.rooms import Rooms
 from wsapp.routing import Router
@@ -223,15 +224,21 @@ async def _on_connect(
 class Accepted:
     """A connection whose handshake was accepted: what `run` serves."""
 
-    __slots__ = ("callbacks", "conn", "inbox", "transport")
+    __slots__ = ("callbacks", "conn", "inbox", "on_rate_limit", "transport")
 
     def __init__(
-        self, callbacks: Callbacks, conn: Connection, transport: Transport, inbox: Inbox
+        self,
+        callbacks: Callbacks,
+        conn: Connection,
+        transport: Transport,
+        inbox: Inbox[Inbound],
+        on_rate_limit: RateLimitPolicy,
     ) -> None:
         self.callbacks = callbacks
         self.conn = conn
         self.transport = transport
         self.inbox = inbox
+        self.on_rate_limit: RateLimitPolicy = on_rate_limit
 
 
 async def handshake(
@@ -271,7 +278,7 @@ async def handshake(
         await refuse(transport, denied, path, request.client, metrics)
         return None
     own_settings = connection_settings(settings)
-    inbox = Inbox(metrics, MessageLimiter(own_settings, endpoint.policy.on_rate_limit))
+    inbox: Inbox[Inbound] = Inbox()
     reading = endpoint.decoder is None
     conn = Connection(
         request,
@@ -291,7 +298,7 @@ async def handshake(
     if not await transport.accept(conn):
         logger.debug("client left before %s %s opened", conn.id, path)
         return None
-    return Accepted(outcome, conn, transport, inbox)
+    return Accepted(outcome, conn, transport, inbox, endpoint.policy.on_rate_limit)
 
 
 async def run(
@@ -299,9 +306,10 @@ async def run(
 ) -> None:
     """Serve an accepted connection: `on_open`, messages, close, then `on_close` exactly once.
 
-    The transport reads in this task; the callbacks run beside it in a task of ``tasks``
-    (see [wsapp.dispatcher][]; with ``parking``, only while they have work), so control
-    frames keep flowing while a callback works.
+    The transport reads in this task, into the connection's
+    [Intake][wsapp.intake.Intake]; the callbacks run beside it in a task of ``tasks`` (see
+    [wsapp.dispatcher][]; with ``parking``, only while they have work), so control frames
+    keep flowing while a callback works.
     """
     callbacks, conn, transport, inbox = (
         accepted.callbacks,
@@ -322,12 +330,13 @@ async def run(
         extra=connection_fields(conn),
     )
     dispatcher = Dispatcher(callbacks, conn, transport, inbox, metrics, tasks, parking)
+    intake = Intake(inbox, metrics, conn.settings, accepted.on_rate_limit)
     try:
         dispatcher.start()
         try:
-            await transport.run(inbox)
+            await transport.run(intake)
         finally:
-            inbox.close()
+            intake.close()
             # Callbacks still running get close_timeout to finish; nothing is left hanging.
             await dispatcher.finish(conn.settings.close_timeout)
     finally:

@@ -144,7 +144,7 @@ class MessageLimiter:
         """None if a message of ``size`` payload bytes is within the limits; else the run of
         turned-away messages it joins: a new one (to be answered) when its `dropped` is 1.
 
-        The caller skips it while no limit is set (`settings` is public for that check)."""
+        The caller skips it while no limit is set."""
         settings = self.settings
         message_rate, byte_rate = settings.rate_limit_messages, settings.rate_limit_bytes
         now = time.monotonic()

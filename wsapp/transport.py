@@ -16,7 +16,7 @@ from wsapp.protocol import CloseCode, PreparedMessage, Refusal
 
 if TYPE_CHECKING:
     from wsapp.connection import Connection
-    from wsapp.inbox import Inbox
+    from wsapp.intake import Intake
 
 __all__ = ["CloseRecord", "Closed", "Message", "Transport"]
 
@@ -125,8 +125,9 @@ class Transport(Protocol):
         is recorded as the cause of the loss."""
         ...
 
-    async def run(self, inbox: Inbox) -> None:
-        """Move messages into ``inbox`` until the connection is closed."""
+    async def run(self, intake: Intake) -> None:
+        """Hand the messages read to ``intake`` until the connection is closed (and `close`
+        it when closing)."""
         ...
 
     def outcome(self) -> Closed:

@@ -1,6 +1,6 @@
 """A WebSocket session over an anyio byte stream: the built-in server's transport.
 
-One reader task parses frames and feeds the connection's inbox. Every frame to send (messages
+One reader task parses frames and hands each message to the connection's intake. Every frame to send (messages
 from any number of tasks, pongs, pings, the close frame) is serialized whole and queued in
 the connection's [Outbox][wsapp.server.outbox.Outbox] without awaiting, and the outbox alone
 writes to the stream: see [wsapp.server.outbox][] for the flusher's path, the writer task's,
@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import ByteStream
 
 from wsapp.exceptions import ConnectionClosed
-from wsapp.inbox import Inbox
+from wsapp.intake import Intake
 from wsapp.protocol import (
     CloseCode,
     CloseReceived,
@@ -58,8 +58,8 @@ class SocketTransport:
     """
 
     __slots__ = (
-        "_inbox",
         "_initial",
+        "_intake",
         "_keepalive",
         "_key",
         "_outbox",
@@ -95,7 +95,7 @@ class SocketTransport:
         self._pong_payload: bytes | None = None  # of the ping waiting for its pong
         self._record = CloseRecord()
         self._outbox = Outbox(stream, self._record, self, tasks, flusher, self._socket)
-        self._inbox: Inbox | None = None
+        self._intake: Intake | None = None
 
     @property
     def opened(self) -> bool:
@@ -166,8 +166,8 @@ class SocketTransport:
         """`close`, which on this transport never needs to wait: queue our close frame
         (once), and start the wait for the peer's."""
         session = self._session
-        if self._inbox is not None:
-            self._inbox.close()  # messages arriving from now on have no one to go to
+        if self._intake is not None:
+            self._intake.close()  # messages arriving from now on have no one to go to
         if session is None or session.close_sent or self._record.lost:
             return
         self._record.first(code, reason)
@@ -175,16 +175,16 @@ class SocketTransport:
         if not session.closed:
             self._scope.deadline = anyio.current_time() + self._settings.close_timeout
 
-    async def run(self, inbox: Inbox) -> None:
+    async def run(self, intake: Intake) -> None:
         """Read until the connection is closed, then close the socket."""
         session = self._open_session
         outbox = self._outbox
         outbox.start()  # the writer task may run from now on (and `close` below ends it)
-        self._inbox = inbox
+        self._intake = intake
         try:
             with self._scope:
                 self._schedule_ping()
-                await self._read(session, inbox)
+                await self._read(session, intake)
                 if not self._record.lost and outbox.unsent:
                     with contextlib.suppress(ConnectionClosed):
                         await outbox.drain()
@@ -201,8 +201,7 @@ class SocketTransport:
         session = self._open_session
         return self._record.outcome(session.close_sent and session.close_received)
 
-    async def _read(self, session: Session, inbox: Inbox) -> None:
-        settings = self._settings
+    async def _read(self, session: Session, intake: Intake) -> None:
         receive = receiver(self._stream, self._socket)
         pending, self._initial = self._initial, b""
         while not session.closed:
@@ -217,11 +216,7 @@ class SocketTransport:
             for event in session.receive_data(data):
                 kind = type(event)
                 if kind is str or kind is bytes:
-                    waiting = inbox.offer(
-                        event,  # type: ignore[arg-type]
-                        settings.read_buffer_size,
-                        settings.max_message_size,
-                    )
+                    waiting = intake.offer(event)  # type: ignore[arg-type]
                     if waiting is not None:
                         await waiting
                 elif kind is PingReceived:
