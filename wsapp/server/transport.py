@@ -1,10 +1,10 @@
 """A WebSocket session over an anyio byte stream: the built-in server's transport.
 
-One reader task parses frames and hands each message to the connection's intake. Every frame to send (messages
-from any number of tasks, pongs, pings, the close frame) is serialized whole and queued in
-the connection's [Outbox][wsapp.server.outbox.Outbox] without awaiting, and the outbox alone
-writes to the stream: see [wsapp.server.outbox][] for the flusher's path, the writer task's,
-the backpressure and the outbound budget. Pings are sent when the server's
+One reader task parses frames and hands each message to the connection's intake. Every frame
+to send (messages from any number of tasks, pongs, pings, the close frame) is serialized whole
+and queued in the connection's [Outbox][wsapp.server.outbox.Outbox] without awaiting, and the
+outbox alone writes to the stream: see [wsapp.server.outbox][] for the flusher's path, the
+writer task's, the backpressure and the outbound budget. Pings are sent when the server's
 [Keepalive][wsapp.server.keepalive.Keepalive] calls back: an idle connection over a socket
 has no task but its reader.
 """
