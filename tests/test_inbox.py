@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from wsapp.inbox import Inbox
-from wsapp.transport import Message
+from wsapp.protocol import Message
 
 pytestmark = pytest.mark.anyio
 

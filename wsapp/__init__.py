@@ -7,12 +7,11 @@ from wsapp.endpoint import Connector
 from wsapp.exceptions import ConnectionClosed, JoinRefused, Reject, WriteTimeout
 from wsapp.lifespan import LifespanError
 from wsapp.messages import InvalidMessage
-from wsapp.protocol import CloseCode
+from wsapp.protocol import CloseCode, Message
 from wsapp.request import Address, Request
 from wsapp.rooms.publisher import Publisher
 from wsapp.server import Server
 from wsapp.settings import ConfigError, Settings
-from wsapp.transport import Message
 
 __all__ = [
     "Address",

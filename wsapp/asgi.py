@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -23,14 +23,11 @@ from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
 from wsapp.operations.plainhttp import plain_answer, plain_refusal
-from wsapp.protocol import CloseCode, PreparedMessage, Refusal, message_too_big
+from wsapp.protocol import CloseCode, Message, PreparedMessage, Refusal, message_too_big
 from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.settings import ConfigError, Settings, resolve_settings
-from wsapp.transport import Closed, CloseRecord, Message
-
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
+from wsapp.transport import Accepting, Closed, CloseRecord
 
 __all__ = ["ASGIAdapter", "ASGITransport", "Receive", "Scope", "Send"]
 
@@ -269,7 +266,7 @@ class ASGITransport:
         )
         await self._send({"type": "websocket.http.response.body", "body": refusal.body})
 
-    async def accept(self, conn: Connection) -> bool:
+    async def accept(self, conn: Accepting) -> bool:
         try:
             await self._send(
                 {

@@ -14,13 +14,13 @@ from wsapp.datastructures import MutableHeaders
 from wsapp.inbox import Inbox
 from wsapp.intake import Inbound
 from wsapp.operations.metrics import Metrics
-from wsapp.protocol import is_sendable
+from wsapp.protocol import Message, is_sendable
 from wsapp.protocol.frames import payload_size
 from wsapp.ratelimit import RateLimited, enforce
 from wsapp.request import Request
 from wsapp.rooms import Rooms, SlowPolicy
 from wsapp.settings import Settings
-from wsapp.transport import Message, Transport
+from wsapp.transport import Transport
 
 __all__ = ["Connection"]
 

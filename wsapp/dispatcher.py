@@ -34,9 +34,9 @@ from wsapp.inbox import Inbox
 from wsapp.intake import Inbound
 from wsapp.log import connection_fields, logger
 from wsapp.operations.metrics import HANDLER_SAMPLING, Metrics
-from wsapp.protocol import CloseCode
+from wsapp.protocol import CloseCode, Message
 from wsapp.ratelimit import RateLimited, enforce
-from wsapp.transport import Message, Transport
+from wsapp.transport import Transport
 
 if TYPE_CHECKING:
     from wsapp.connection import Connection

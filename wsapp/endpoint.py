@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from wsapp.connection import Connection
 from wsapp.messages import DispatchPolicy, Handler, InvalidMessage, MessageDecoder, message_callback
 from wsapp.operations.metrics import Metrics
+from wsapp.protocol import Message
 from wsapp.query import checked_query_model
 from wsapp.request import Request
-from wsapp.transport import Message
 
 __all__ = [
     "CallbackDecorators",

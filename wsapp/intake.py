@@ -12,9 +12,9 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from wsapp.inbox import Inbox
+from wsapp.protocol import Message
 from wsapp.protocol.frames import payload_size
 from wsapp.ratelimit import MessageLimiter, RateLimited, RateLimitPolicy
-from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.operations.metrics import Metrics

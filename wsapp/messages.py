@@ -23,8 +23,7 @@ from pydantic_core import to_json
 
 from wsapp.connection import Connection
 from wsapp.operations.metrics import Metrics
-from wsapp.protocol import CloseCode
-from wsapp.transport import Message
+from wsapp.protocol import CloseCode, Message
 
 __all__ = [
     "DispatchPolicy",

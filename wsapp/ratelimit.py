@@ -17,19 +17,17 @@ import math
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from pydantic_core import to_json
 
 from wsapp.exceptions import ConnectionClosed
 from wsapp.protocol import CloseCode, Refusal
-
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
-    from wsapp.settings import Settings
+from wsapp.settings import Settings
 
 __all__ = [
     "MAX_CLIENTS",
+    "Answerable",
     "HandshakeLimiter",
     "MessageLimiter",
     "RateLimitPolicy",
@@ -118,7 +116,15 @@ class RateLimited:
         ).decode()
 
 
-async def enforce(conn: Connection, limited: RateLimited) -> None:
+class Answerable(Protocol):
+    """What `enforce` needs of a connection (a [Connection][wsapp.Connection] is one)."""
+
+    async def send(self, item: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+async def enforce(conn: Answerable, limited: RateLimited) -> None:
     """Apply the policy: close the connection with 1008, or answer with the error reply."""
     if limited.policy == "close":
         await conn.close(CloseCode.POLICY_VIOLATION, f"rate limit: more than {limited.limit}")

@@ -52,12 +52,11 @@ from wsproto.events import Request as HandshakeRequest
 from wsapp.datastructures import Headers
 from wsapp.exceptions import ConnectionClosed
 from wsapp.lifecycle import serving
-from wsapp.protocol import CloseCode
+from wsapp.protocol import CloseCode, Message
 from wsapp.request import Address
 from wsapp.server.handler import StreamHandler
 from wsapp.server.streams import STREAM_ERRORS
 from wsapp.settings import resolve_settings
-from wsapp.transport import Message
 
 if TYPE_CHECKING:
     from wsapp.app import App

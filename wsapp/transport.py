@@ -9,19 +9,33 @@ either through these few methods only, and neither transport touches the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from wsapp.datastructures import MutableHeaders
 from wsapp.exceptions import ConnectionClosed
-from wsapp.protocol import CloseCode, PreparedMessage, Refusal
+from wsapp.intake import Intake
+from wsapp.protocol import CloseCode, Message, PreparedMessage, Refusal
+from wsapp.request import Request
+from wsapp.settings import Settings
 
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
-    from wsapp.intake import Intake
+__all__ = ["Accepting", "CloseRecord", "Closed", "Transport"]
 
-__all__ = ["CloseRecord", "Closed", "Message", "Transport"]
 
-Message = str | bytes
-"""A WebSocket message: `str` for a text message, `bytes` for a binary one."""
+class Accepting(Protocol):
+    """What a transport's `accept` reads of the connection it answers the handshake for
+    (a [Connection][wsapp.Connection] is one)."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def subprotocol(self) -> str | None: ...
+
+    @property
+    def response_headers(self) -> MutableHeaders: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +107,7 @@ class Transport(Protocol):
         """Answer the handshake with ``refusal``'s HTTP response (or the host's nearest form)."""
         ...
 
-    async def accept(self, conn: Connection) -> bool:
+    async def accept(self, conn: Accepting) -> bool:
         """Answer the handshake with the connection's subprotocol, response headers and
         negotiated extensions; False if the client left before it could be answered."""
         ...

@@ -18,7 +18,13 @@ of it is tested with bytes alone:
 """
 
 from wsapp.protocol.closecode import CloseCode, is_sendable
-from wsapp.protocol.events import CloseReceived, PingReceived, PongReceived, ProtocolFailure
+from wsapp.protocol.events import (
+    CloseReceived,
+    Message,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+)
 from wsapp.protocol.frames import PreparedMessage
 from wsapp.protocol.handshake import Refusal
 from wsapp.protocol.session import Session, message_too_big
@@ -26,6 +32,7 @@ from wsapp.protocol.session import Session, message_too_big
 __all__ = [
     "CloseCode",
     "CloseReceived",
+    "Message",
     "PingReceived",
     "PongReceived",
     "PreparedMessage",

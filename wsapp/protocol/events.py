@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["CloseReceived", "Event", "PingReceived", "PongReceived", "ProtocolFailure"]
+__all__ = [
+    "CloseReceived",
+    "Event",
+    "Message",
+    "PingReceived",
+    "PongReceived",
+    "ProtocolFailure",
+]
+
+Message: TypeAlias = str | bytes
+"""A WebSocket message: `str` for a text message, `bytes` for a binary one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,6 @@ class ProtocolFailure:
     reason: str
 
 
-Event: TypeAlias = str | bytes | CloseReceived | PingReceived | PongReceived | ProtocolFailure
+Event: TypeAlias = Message | CloseReceived | PingReceived | PongReceived | ProtocolFailure
 """What `Session.receive_data` yields: a complete message (``str`` or ``bytes``) or a control
 event."""

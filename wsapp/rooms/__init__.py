@@ -28,9 +28,9 @@ from wsapp.log import RateLimitedLog
 from wsapp.operations.metrics import RoomStats
 from wsapp.protocol import CloseCode, PreparedMessage
 from wsapp.protocol.frames import OPCODE_TEXT
-from wsapp.rooms.brokers import Broker, Member, broker_for, pack, unpack
+from wsapp.rooms.brokers import Broker, Member, pack, unpack
 from wsapp.routing import Route
-from wsapp.settings import Settings
+from wsapp.settings import ConfigError, Settings
 from wsapp.tasks import tasks_for_block
 from wsapp.transport import Transport
 
@@ -67,6 +67,29 @@ class _Member(Generic[C]):
     transport: Transport
     on_slow: SlowPolicy
     rooms: dict[str, Member] = field(default_factory=dict)  # room → how presence shows it
+
+
+def broker_for(url: str | None, presence_ttl: float = 15.0) -> Broker:
+    """The broker a `broker` setting names: None for one process, `redis://…` (or
+    `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers. ``presence_ttl``:
+    how long a broker keeps the presence of a process that stopped renewing it."""
+    if url is None:
+        from wsapp.rooms.brokers.memory import MemoryBroker
+
+        return MemoryBroker()
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from wsapp.rooms.brokers.redis import RedisBroker
+
+        return RedisBroker(url, presence_ttl)
+    if scheme == "hub+unix":
+        from wsapp.rooms.brokers.hub import HubBroker
+
+        return HubBroker(url.partition("://")[2])
+    raise ConfigError(
+        f"unknown broker {url!r}: use redis://host:port/db (pip install 'wsapp[redis]') or "
+        "leave it unset for one process"
+    )
 
 
 def prepare(message: str | bytes | BaseModel) -> PreparedMessage:

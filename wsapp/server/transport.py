@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ByteStream
@@ -24,6 +23,7 @@ from wsapp.intake import Intake
 from wsapp.protocol import (
     CloseCode,
     CloseReceived,
+    Message,
     PingReceived,
     PongReceived,
     PreparedMessage,
@@ -37,10 +37,7 @@ from wsapp.server.keepalive import Keepalive
 from wsapp.server.outbox import Outbox
 from wsapp.server.streams import STREAM_ERRORS, receiver
 from wsapp.settings import Settings
-from wsapp.transport import Closed, CloseRecord, Message
-
-if TYPE_CHECKING:
-    from wsapp.connection import Connection
+from wsapp.transport import Accepting, Closed, CloseRecord
 
 __all__ = ["SocketTransport"]
 
@@ -119,7 +116,7 @@ class SocketTransport:
         with contextlib.suppress(TimeoutError, *STREAM_ERRORS):
             await self._write_handshake(refusal.response())
 
-    async def accept(self, conn: Connection) -> bool:
+    async def accept(self, conn: Accepting) -> bool:
         headers = list(conn.response_headers.multi_items())
         if conn.subprotocol is not None:
             headers.append(("Sec-WebSocket-Protocol", conn.subprotocol))

@@ -26,9 +26,8 @@ from typing import Any
 from anyio.abc import TaskGroup
 
 from wsapp.protocol import PreparedMessage
-from wsapp.settings import ConfigError
 
-__all__ = ["Broker", "Deliver", "Envelope", "Member", "broker_for", "pack", "unpack"]
+__all__ = ["Broker", "Deliver", "Envelope", "Member", "pack", "unpack"]
 
 #: What a broker calls for each room message it receives: ``deliver(room, envelope)``.
 Deliver = Callable[[str, bytes], None]
@@ -128,26 +127,3 @@ class Broker:
         """The members of ``room`` in every process this broker reaches: this process's
         alone while it reaches no other."""
         raise NotImplementedError
-
-
-def broker_for(url: str | None, presence_ttl: float = 15.0) -> Broker:
-    """The broker a `broker` setting names: None for one process, `redis://…` (or
-    `rediss://…`) for Redis, `hub+unix://…` for a supervisor's workers. ``presence_ttl``:
-    how long a broker keeps the presence of a process that stopped renewing it."""
-    if url is None:
-        from wsapp.rooms.brokers.memory import MemoryBroker
-
-        return MemoryBroker()
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        from wsapp.rooms.brokers.redis import RedisBroker
-
-        return RedisBroker(url, presence_ttl)
-    if scheme == "hub+unix":
-        from wsapp.rooms.brokers.hub import HubBroker
-
-        return HubBroker(url.partition("://")[2])
-    raise ConfigError(
-        f"unknown broker {url!r}: use redis://host:port/db (pip install 'wsapp[redis]') or "
-        "leave it unset for one process"
-    )
