@@ -15,14 +15,37 @@ from wsapp.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-def new_intake(settings: Settings | None = None) -> tuple[Intake, Inbox[Inbound], Metrics]:
+class Handlers:
+    """Stands for the callbacks: `catch_up` takes what the inbox holds, as they would."""
+
+    def __init__(self, inbox: Inbox[Inbound]) -> None:
+        self.inbox = inbox
+        self.handled: list[Inbound] = []
+        self.graces: list[float] = []
+
+    async def catch_up(self, grace: float) -> None:
+        assert self.inbox.closed  # nothing more can arrive while they catch up
+        self.graces.append(grace)
+        while (message := self.inbox.take_nowait()) is not None:
+            self.handled.append(message)
+
+
+def new_intake(
+    settings: Settings | None = None,
+) -> tuple[Intake, Inbox[Inbound], Metrics, Handlers]:
     inbox: Inbox[Inbound] = Inbox()
     metrics = Metrics(Rooms())
-    return Intake(inbox, metrics, settings or Settings(), "drop"), inbox, metrics
+    handlers = Handlers(inbox)
+    return (
+        Intake(inbox, metrics, settings or Settings(), "drop", handlers),
+        inbox,
+        metrics,
+        handlers,
+    )
 
 
 async def test_every_message_offered_is_counted_with_its_payload_bytes() -> None:
-    intake, inbox, metrics = new_intake()
+    intake, inbox, metrics, _ = new_intake()
     messages: list[str | bytes] = ["ascii", "héllo ✓", b"\x00\x01"]
     for message in messages:
         assert intake.offer(message) is None
@@ -32,7 +55,7 @@ async def test_every_message_offered_is_counted_with_its_payload_bytes() -> None
 
 
 async def test_the_connections_limits_bound_the_inbox_and_a_waited_message_counts_once() -> None:
-    intake, inbox, metrics = new_intake(Settings(read_buffer_size=1))
+    intake, inbox, metrics, _ = new_intake(Settings(read_buffer_size=1))
     assert intake.offer("a") is None
     waiting = intake.offer("b")
     assert waiting is not None and len(inbox) == 1  # full: not queued until there is room
@@ -43,7 +66,7 @@ async def test_the_connections_limits_bound_the_inbox_and_a_waited_message_count
 
 
 async def test_messages_over_a_rate_limit_are_replaced_by_one_marker_per_run() -> None:
-    intake, inbox, metrics = new_intake(
+    intake, inbox, metrics, _ = new_intake(
         Settings(rate_limit_messages=1e-6, rate_limit_message_burst=1, read_buffer_size=1)
     )
     for message in ["kept", "over", "over too"]:
@@ -60,7 +83,7 @@ async def test_messages_over_a_rate_limit_are_replaced_by_one_marker_per_run() -
 
 async def test_a_rate_limit_set_later_applies_from_the_next_message() -> None:
     settings = Settings()
-    intake, inbox, _ = new_intake(settings)
+    intake, inbox, _, _ = new_intake(settings)
     assert intake.offer("before") is None
     settings.rate_limit_messages = 1e-6
     settings.rate_limit_message_burst = 1
@@ -71,9 +94,19 @@ async def test_a_rate_limit_set_later_applies_from_the_next_message() -> None:
 
 
 async def test_close_closes_the_inbox() -> None:
-    intake, inbox, metrics = new_intake()
+    intake, inbox, metrics, _ = new_intake()
     assert intake.offer("queued") is None
     intake.close()
     assert intake.offer("late") is None  # counted, but nobody will handle it
     assert (inbox.closed, inbox.take_nowait(), inbox.take_nowait()) == (True, "queued", None)
     assert metrics.messages_received == 2
+
+
+async def test_drain_closes_then_waits_for_the_callbacks_to_handle_what_was_queued() -> None:
+    intake, inbox, _, handlers = new_intake()
+    for message in ["one", "two"]:
+        assert intake.offer(message) is None
+    await intake.drain(2.5)
+    assert (handlers.handled, handlers.graces, inbox.closed) == (["one", "two"], [2.5], True)
+    await intake.drain(2.5)  # closed already: nothing more to wait for
+    assert handlers.graces == [2.5]

@@ -12,7 +12,15 @@ from websockets.asyncio.client import connect
 
 import wsapp
 from tests.helpers import Trace, client, port, raw_peer, running, traced_app, url
-from tests.rawclient import OP_BINARY, OP_PING, OP_TEXT, RawClient, close_frame, frame
+from tests.rawclient import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    RawClient,
+    close_frame,
+    frame,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -132,6 +140,171 @@ async def test_protocol_violations_fail_the_connection(frames: list[bytes], code
         await trace.closed.wait()
     assert trace.close_args is not None and trace.close_args[:2] == (False, code)
     assert "message" not in trace.names()
+
+
+BAD_FRAMES = [
+    pytest.param(frame(0x5, b"reserved opcode"), 1002, id="reserved-opcode"),
+    pytest.param(frame(OP_TEXT, b"unmasked", mask=False), 1002, id="unmasked"),
+    pytest.param(frame(OP_TEXT, b"reserved bit", rsv=0b010), 1002, id="reserved-bit"),
+    pytest.param(frame(OP_TEXT, b"ok \xff\xfe"), 1007, id="invalid-utf8"),
+]
+
+
+async def read_close_code(raw: RawClient) -> int:
+    """The code of the next frame, which must be a close frame (not a data frame)."""
+    _, opcode, payload = await raw.read_frame()
+    assert opcode == OP_CLOSE, (opcode, payload)
+    return int.from_bytes(payload[:2], "big")
+
+
+@pytest.mark.parametrize(("bad", "code"), BAD_FRAMES)
+async def test_messages_read_before_a_protocol_error_are_answered_before_the_failing_close(
+    bad: bytes, code: int
+) -> None:
+    trace = Trace()
+    async with raw_peer(traced_app(trace)) as raw:
+        # One chunk: the server reads the messages and the bad frame together.
+        await raw.send(frame(OP_TEXT, b"first") + frame(OP_BINARY, b"second") + bad)
+        assert await raw.read_frame() == (True, OP_TEXT, b"first")
+        assert await raw.read_frame() == (True, OP_BINARY, b"second")
+        assert await read_close_code(raw) == code
+        await raw.read_eof()  # failed, without waiting for our close frame
+        await trace.closed.wait()
+    assert trace.close_args is not None and trace.close_args[:2] == (False, code)
+
+
+async def test_messages_read_before_a_message_over_the_limit_are_answered_before_the_1009() -> None:
+    trace = Trace()
+    async with raw_peer(traced_app(trace, max_message_size=100)) as raw:
+        await raw.send(frame(OP_TEXT, b"first") + frame(OP_TEXT, b"x" * 101))
+        assert await raw.read_frame() == (True, OP_TEXT, b"first")
+        assert await read_close_code(raw) == 1009
+        await raw.send(close_frame(1009))  # a closing handshake: the server waits for ours
+        await raw.read_eof()
+        await trace.closed.wait()
+    assert trace.close_args is not None and trace.close_args[:2] == (True, 1009)
+
+
+async def test_a_close_asked_for_meanwhile_gives_way_to_the_failing_close() -> None:
+    trace = Trace()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(frame(OP_TEXT, b"first") + frame(OP_TEXT, b"close-me") + frame(0x5))
+        assert await raw.read_frame() == (True, OP_TEXT, b"first")
+        assert await read_close_code(raw) == 1002  # not the 4000 the handler asked for
+        await raw.read_eof()
+        await trace.closed.wait()
+    assert trace.close_args is not None and trace.close_args[:2] == (False, 1002)
+
+
+async def test_in_the_reading_form_the_replies_come_before_the_failing_close_too() -> None:
+    app = wsapp.App()
+    ended = anyio.Event()
+
+    @app.on_open
+    async def echo_all(conn: wsapp.Connection) -> None:
+        async for message in conn:
+            await conn.send(message)
+        await conn.send("after the last one")  # the loop ended: still before the close
+        ended.set()
+
+    async with raw_peer(app) as raw:
+        await raw.send(frame(OP_TEXT, b"first") + frame(0x5))
+        assert await raw.read_frame() == (True, OP_TEXT, b"first")
+        assert await raw.read_frame() == (True, OP_TEXT, b"after the last one")
+        assert await read_close_code(raw) == 1002  # not the 1000 of on_open returning
+        await raw.read_eof()
+        await ended.wait()
+
+
+async def test_a_callback_that_never_returns_holds_the_failing_close_up_to_close_timeout() -> None:
+    trace = Trace()
+    app = wsapp.App(close_timeout=0.2)
+
+    @app.on_message
+    async def stuck(conn: wsapp.Connection, message: wsapp.Message) -> None:
+        trace.add("message")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            trace.add("cancelled")
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    async with raw_peer(app) as raw:
+        await raw.send(frame(OP_TEXT, b"hang") + frame(0x5))
+        assert await read_close_code(raw) == 1002
+        await raw.read_eof()
+        await trace.closed.wait()
+    assert trace.names() == ["message", "cancelled", "close"]
+    assert trace.close_args is not None and trace.close_args[:2] == (False, 1002)
+
+
+async def test_a_message_in_hand_when_the_bad_frame_arrives_is_answered_before_the_close() -> None:
+    started, release = anyio.Event(), anyio.Event()
+    app = wsapp.App()
+
+    @app.on_message
+    async def slow(conn: wsapp.Connection, message: str) -> None:
+        started.set()
+        await release.wait()
+        await conn.send(f"done: {message}")
+
+    async with raw_peer(app) as raw:
+        await raw.send(frame(OP_TEXT, b"first"))
+        await started.wait()  # taken from the inbox: the bad frame comes in a later read
+        await raw.send(frame(0x5))
+        await anyio.wait_all_tasks_blocked()  # the server has read it, and holds its close
+        release.set()
+        assert await raw.read_frame() == (True, OP_TEXT, b"done: first")
+        assert await read_close_code(raw) == 1002
+        await raw.read_eof()
+
+
+async def test_an_on_open_with_nothing_queued_does_not_hold_the_failing_close() -> None:
+    # A push stream in on_open reads nothing: there is nothing to answer first, so the close
+    # does not wait for it (its close_timeout would outlast this test), and the stream ends as
+    # at any close, its next send raising ConnectionClosed.
+    trace = Trace()
+    app = wsapp.App(close_timeout=60)
+
+    @app.on_open
+    async def push(conn: wsapp.Connection) -> None:
+        trace.add("open")
+        try:
+            while True:
+                await conn.send("tick")
+                await anyio.sleep(0.01)
+        except wsapp.ConnectionClosed:
+            trace.add("ended")
+            raise
+
+    @app.on_close
+    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
+        trace.record_close(was_clean, code, reason)
+
+    async with raw_peer(app) as raw:
+        await trace.wait_for("open")
+        await raw.send(frame(0x5))
+        assert (await raw.read_close())[0] == 1002  # after some ticks
+        await raw.read_eof()
+        await trace.closed.wait()
+    assert trace.names() == ["open", "ended", "close"]
+    assert trace.close_args is not None and trace.close_args[:2] == (False, 1002)
+
+
+async def test_messages_before_the_peers_close_are_handled_and_the_close_answered_at_once() -> None:
+    # The peer said it is done: its close is answered as soon as read (RFC 6455 5.5.1), and
+    # the messages before it are still handled, but their replies can no longer be sent.
+    trace = Trace()
+    async with raw_peer(traced_app(trace)) as raw:
+        await raw.send(frame(OP_TEXT, b"first") + close_frame(1000))
+        assert await read_close_code(raw) == 1000  # no echo before it
+        await raw.read_eof()
+        await trace.closed.wait()
+    assert ("message", "first") in trace.events
+    assert trace.close_args == (True, 1000, "")
 
 
 async def test_tcp_reset_reports_1006() -> None:

@@ -44,6 +44,13 @@ class Pair:
     inbox: Inbox[Inbound]
 
 
+class Unhandled:
+    """No callbacks handle the messages here: there is nothing to wait for."""
+
+    async def catch_up(self, grace: float) -> None:
+        return None
+
+
 @asynccontextmanager
 async def accepted(
     flushed: bool,
@@ -82,7 +89,8 @@ async def accepted(
             inbox: Inbox[Inbound] = Inbox()
             if flusher is not None:
                 tg.start_soon(flusher.run)
-            tg.start_soon(transport.run, Intake(inbox, metrics, settings, "close"))
+            intake = Intake(inbox, metrics, settings, "close", Unhandled())
+            tg.start_soon(transport.run, intake)
             yield Pair(transport, conn, peer, inbox)
             tg.cancel_scope.cancel()
 

@@ -23,7 +23,14 @@ from wsapp.lifecycle import Capacity, Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
 from wsapp.operations.plainhttp import plain_answer, plain_refusal
-from wsapp.protocol import CloseCode, Message, PreparedMessage, Refusal, message_too_big
+from wsapp.protocol import (
+    CloseCode,
+    Message,
+    PreparedMessage,
+    ProtocolFailure,
+    Refusal,
+    message_too_big,
+)
 from wsapp.ratelimit import HandshakeLimiter
 from wsapp.request import Address, Request, client_address
 from wsapp.settings import ConfigError, Settings, resolve_settings
@@ -227,6 +234,8 @@ class ASGITransport:
         self._record = CloseRecord()
         self._disconnect: tuple[int, str] | None = None  # what the host reported at the end
         self._intake: Intake | None = None
+        # The reader's close waits for the callbacks' replies: no other close meanwhile.
+        self._draining = False
         self._pushed: deque[PreparedMessage] = deque()
         self._pushed_bytes = 0
         # `_sends` when the pushed backlog began: a backlog the host has not had a turn at
@@ -386,7 +395,7 @@ class ASGITransport:
     async def close(self, code: int, reason: str) -> None:
         if self._intake is not None:
             self._intake.close()
-        if not self._opened or self._ended:
+        if not self._opened or self._ended or self._draining:
             return
         self._record.first(code, reason)
         # The whole closing handshake gets close_timeout, including the wait behind a send
@@ -413,6 +422,17 @@ class ASGITransport:
         if self._scope.cancelled_caught and self._disconnect is None:
             self._record.lose("no close frame from the peer within close_timeout")
 
+    async def _close_after_replies(self, intake: Intake, failure: ProtocolFailure) -> None:
+        """Close for what the peer sent, once the callbacks have handled the messages
+        received before it, their replies sent (as the socket transport does); nothing is
+        received meanwhile, and a close asked for meanwhile gives way to this one."""
+        self._draining = True
+        try:
+            await intake.drain(self._settings.close_timeout)
+        finally:
+            self._draining = False
+        await self.close(failure.code, failure.reason)
+
     def outcome(self) -> Closed:
         ended = self._disconnect
         completed = ended is not None and ended[0] != CloseCode.ABNORMAL_CLOSURE
@@ -433,8 +453,7 @@ class ASGITransport:
                 limit = settings.max_message_size
                 # A character is at most 4 bytes: no call at all for the messages nowhere near.
                 if len(message) * 4 > limit and _too_big(message, limit):
-                    failure = message_too_big(limit)
-                    await self.close(failure.code, failure.reason)
+                    await self._close_after_replies(intake, message_too_big(limit))
                     continue  # the host still reports the disconnect
                 waiting = intake.offer(message)
                 if waiting is not None:

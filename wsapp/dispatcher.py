@@ -167,7 +167,8 @@ class OnDemand:
 
 class Dispatcher:
     """Runs one connection's callbacks in a task of ``tasks``: `start` it once open, and
-    `finish` it once the connection is over (its inbox closed).
+    `finish` it once its inbox is closed (`catch_up` first, when the close must follow the
+    replies to the messages queued: `finish` then has nothing left to wait for).
 
     With ``parking`` (and one `on_message` at a time, the default), the task ends while the
     connection is idle, and a message arriving starts another (see
@@ -183,6 +184,7 @@ class Dispatcher:
         "_inbox",
         "_metrics",
         "_on_demand",
+        "_opening",
         "_scope",
         "_tasks",
         "_transport",
@@ -209,6 +211,7 @@ class Dispatcher:
         self._scope: anyio.CancelScope | None = None  # of the running task
         self._done: anyio.Event | None = None  # made by `finish`, set when the task ends
         self._context: contextvars.Context | None = None  # as the last task left it
+        self._opening = False  # the task runs on_open (in the reading form, the handler)
         #: What the transport raised beside the callbacks, if anything: the connection's
         #: `lifecycle.run` raises it once `on_close` has run.
         self.failure: Exception | None = None
@@ -232,6 +235,13 @@ class Dispatcher:
     def _spawn(self, opening: bool) -> None:
         self._scope = anyio.CancelScope()
         self._tasks.start_soon(self._serve, self._scope, opening)
+
+    async def catch_up(self, grace: float) -> None:
+        """Before a close that must follow the replies: `finish` while the callbacks have
+        messages to handle (queued, or one in hand). Not for an `on_open` that runs with
+        nothing queued (it may run as long as the connection, which closes as usual)."""
+        if self._scope is not None and (len(self._inbox) or not self._opening):
+            await self.finish(grace)
 
     async def finish(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for the callbacks to end (the inbox is closed: they are
@@ -288,10 +298,13 @@ class Dispatcher:
         on_message = callbacks.on_message
         try:
             if opening:
+                self._opening = True
                 try:
                     await callbacks.on_open()
                 except JoinRefused as refused:  # answered like one in on_message
                     await _answer(conn, refused)
+                finally:
+                    self._opening = False
             if on_message is None:
                 return CloseCode.NORMAL_CLOSURE, ""  # the reading form: on_open was the handler
             if callbacks.concurrency != 1:

@@ -9,7 +9,7 @@ pass is where the metrics count them and the rate limits judge them, before the
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from wsapp.inbox import Inbox
 from wsapp.protocol import Message
@@ -20,16 +20,27 @@ if TYPE_CHECKING:
     from wsapp.operations.metrics import Metrics
     from wsapp.settings import Settings
 
-__all__ = ["Inbound", "Intake"]
+__all__ = ["Handlers", "Inbound", "Intake"]
 
 Inbound = Message | RateLimited
 """What the inbox holds for the callbacks: a message, or the marker of the messages a rate
 limit turned away, in their place."""
 
 
+class Handlers(Protocol):
+    """What handles the inbox's messages: the connection's
+    [Dispatcher][wsapp.dispatcher.Dispatcher]."""
+
+    async def catch_up(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the callbacks to handle what the closed inbox
+        holds (and the message they are handling, if any), then cancel them."""
+        ...
+
+
 class Intake:
     """The way in to one connection's ``inbox``: `offer` each message read, `close` at the
-    close.
+    close, or `drain` it first when the close must come after the replies of the
+    ``handlers`` to what was read before.
 
     Every message is counted in ``metrics`` as it arrives, and judged by the rate limits of
     ``settings`` (read live): one over a limit is not queued, and takes no turn to wait; a
@@ -39,7 +50,7 @@ class Intake:
     `max_message_size`.
     """
 
-    __slots__ = ("_inbox", "_limiter", "_metrics", "_on_rate_limit", "_settings")
+    __slots__ = ("_handlers", "_inbox", "_limiter", "_metrics", "_on_rate_limit", "_settings")
 
     def __init__(
         self,
@@ -47,6 +58,7 @@ class Intake:
         metrics: Metrics,
         settings: Settings,
         on_rate_limit: RateLimitPolicy,
+        handlers: Handlers,
     ) -> None:
         self._inbox = inbox
         self._metrics = metrics
@@ -54,6 +66,7 @@ class Intake:
         self._on_rate_limit: RateLimitPolicy = on_rate_limit
         # Made when a limit is first set: most connections never have one.
         self._limiter: MessageLimiter | None = None
+        self._handlers: Handlers | None = handlers  # until closed: no reference cycle left
 
     def offer(self, message: Message) -> Awaitable[None] | None:
         """Take ``message``: count it, judge it by the rate limits, and queue it if the inbox
@@ -88,3 +101,13 @@ class Intake:
     def close(self) -> None:
         """No more messages: the inbox closes, and the callbacks drain what it holds."""
         self._inbox.close()
+        self._handlers = None
+
+    async def drain(self, grace: float) -> None:
+        """`close`, then wait until the callbacks have handled what the inbox held, up to
+        ``grace`` seconds (then they are cancelled): for a close that must come after their
+        replies."""
+        handlers = self._handlers
+        self.close()
+        if handlers is not None:
+            await handlers.catch_up(grace)

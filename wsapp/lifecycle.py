@@ -330,7 +330,7 @@ async def run(
         extra=connection_fields(conn),
     )
     dispatcher = Dispatcher(callbacks, conn, transport, inbox, metrics, tasks, parking)
-    intake = Intake(inbox, metrics, conn.settings, accepted.on_rate_limit)
+    intake = Intake(inbox, metrics, conn.settings, accepted.on_rate_limit, dispatcher)
     try:
         dispatcher.start()
         try:

@@ -140,8 +140,10 @@ class Transport(Protocol):
         ...
 
     async def run(self, intake: Intake) -> None:
-        """Hand the messages read to ``intake`` until the connection is closed (and `close`
-        it when closing)."""
+        """Hand the messages read to ``intake`` until the connection is closed: `close` it
+        when closing, or, for a close because of what the peer sent (a protocol error, a
+        message over `max_message_size`), `drain` it first, reading nothing meanwhile, so
+        that the replies to the messages before come before the close."""
         ...
 
     def outcome(self) -> Closed:

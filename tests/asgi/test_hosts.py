@@ -145,6 +145,24 @@ async def test_server_side_close_reaches_the_client_and_on_close_once(
     assert trace.events[0] == ("connect", "/c")
 
 
+async def test_a_message_before_one_over_the_limit_is_answered_before_the_1009(host: Host) -> None:
+    # Protocol errors are the host's to find (it parses the frames); a message over
+    # max_message_size is wsapp's, and its close comes after the replies to what came before.
+    async def talk(address: str) -> tuple[str, int | None]:
+        async with connect(address) as ws:
+            await ws.send("first")
+            await ws.send("x" * 1001)  # without waiting for the echo
+            echoed = str(await ws.recv())
+            await ws.wait_closed()
+            return echoed, ws.close_code
+
+    trace = Trace()
+    async with host.serve(traced_app(trace, max_message_size=1000)) as served:
+        assert await client(talk, served.url()) == ("first", 1009)
+        await trace.closed.wait()
+    assert trace.close_args == (True, 1009, "message over 1000 bytes")
+
+
 async def test_client_close_code_and_reason_reach_on_close_once(host: Host) -> None:
     async def talk(address: str) -> tuple[str, int | None, str | None]:
         async with connect(address) as ws:

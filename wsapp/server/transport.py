@@ -55,6 +55,7 @@ class SocketTransport:
     """
 
     __slots__ = (
+        "_draining",
         "_initial",
         "_intake",
         "_keepalive",
@@ -93,6 +94,8 @@ class SocketTransport:
         self._record = CloseRecord()
         self._outbox = Outbox(stream, self._record, self, tasks, flusher, self._socket)
         self._intake: Intake | None = None
+        # The reader's close waits for the callbacks' replies: no other close meanwhile.
+        self._draining = False
 
     @property
     def opened(self) -> bool:
@@ -165,7 +168,7 @@ class SocketTransport:
         session = self._session
         if self._intake is not None:
             self._intake.close()  # messages arriving from now on have no one to go to
-        if session is None or session.close_sent or self._record.lost:
+        if session is None or session.close_sent or self._record.lost or self._draining:
             return
         self._record.first(code, reason)
         self._outbox.push(session.send_close(code, reason))
@@ -229,7 +232,7 @@ class SocketTransport:
                     await self.close(event.code, event.reason)
                 else:
                     assert isinstance(event, ProtocolFailure)
-                    await self.close(event.code, event.reason)
+                    await self._close_after_replies(intake, event)
                     if session.failed:
                         return  # the parser is gone: fail the connection (RFC 6455 7.1.7)
             if self._outbox.full:
@@ -239,6 +242,18 @@ class SocketTransport:
                     await self._outbox.wait_for_room()
                 except ConnectionClosed:
                     return
+
+    async def _close_after_replies(self, intake: Intake, failure: ProtocolFailure) -> None:
+        """Close for what the peer sent, once the callbacks have handled the messages read
+        before it, their replies sent: the peer broke the rules after those, not before.
+        Nothing is read meanwhile, and a close asked for meanwhile gives way to this one."""
+        self._record.first(failure.code, failure.reason)  # on_close is told this one, whatever
+        self._draining = True
+        try:
+            await intake.drain(self._settings.close_timeout)
+        finally:
+            self._draining = False
+        self.close_now(failure.code, failure.reason)
 
     def _schedule_ping(self) -> None:
         interval = self._settings.ping_interval  # read live: None stops the pings
