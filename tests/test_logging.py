@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from tests.helpers import client, serving
-from wsapp.log import JSONFormatter
+from wsapp.log import JSONFormatter, TextFormatter
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +40,41 @@ def test_a_json_line_has_the_fields_of_its_connection_and_its_traceback() -> Non
     assert (entry["client"], entry["code"]) == ("10.0.0.7:5000", 1011)
     assert "clean" not in entry  # fields a line does not have are left out
     assert "RuntimeError: a bug ✗" in entry["exception"]
+
+
+#: Seconds from the epoch (1843 to 2096), some a rounding step below a whole second.
+TIMES = st.lists(
+    st.floats(-4e9, 4e9) | st.integers(-4 * 10**9, 4 * 10**9).map(lambda second: second - 5e-7),
+    min_size=1,
+)
+
+
+def at(created: float) -> logging.LogRecord:
+    record = logging.LogRecord("wsapp", logging.INFO, __file__, 1, "line", (), None)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    return record
+
+
+@given(TIMES)
+@example([1765152627.9999995, 1765152627.1, 1765152628.0])
+def test_the_time_formatted_once_per_second_is_the_time_logging_formats(
+    times: list[float],
+) -> None:
+    text, json_lines = TextFormatter(), JSONFormatter()
+    for created in times:  # in a row, as lines come: each after the one before
+        assert text.formatTime(at(created)) == logging.Formatter().formatTime(at(created))
+        shown = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json_lines.utc_time(created) == shown.replace("+00:00", "Z")
+
+
+def test_the_text_time_follows_a_converter_set_for_every_formatter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    formatter, record = TextFormatter(), at(1765152627.25)
+    monkeypatch.setattr(logging.Formatter, "converter", staticmethod(lambda _: time.gmtime(0)))
+    assert formatter.formatTime(record) == "1970-01-01 00:00:00,250"
+    monkeypatch.setattr(logging.Formatter, "converter", time.gmtime)  # as the logging docs show
+    assert formatter.formatTime(record) == "2025-12-08 00:10:27,250"
 
 
 async def talk(address: str) -> None:
