@@ -91,6 +91,9 @@ class JSONFormatter(logging.Formatter):
     """One JSON object per line: `time` (UTC, ISO 8601), `level`, `logger`, `message`,
     `pid`, then whichever of `FIELDS` the line has, and `exception` with the traceback."""
 
+    #: What `json.dumps(entry, ensure_ascii=False, default=str)` builds for every call.
+    encoder = json.JSONEncoder(ensure_ascii=False, default=str)
+
     def __init__(self) -> None:
         super().__init__()
         self._second: tuple[float | None, str] = (None, "")
@@ -109,7 +112,7 @@ class JSONFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return self.encoder.encode(entry)
 
     def utc_time(self, created: float) -> str:
         """``created`` (seconds since the epoch) as `datetime.fromtimestamp(created,
