@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from tests.helpers import client, serving
+from tests.helpers import client, echo_app, running, serving
 from wsapp.log import JSONFormatter, TextFormatter
 
 pytestmark = pytest.mark.anyio
@@ -116,3 +117,46 @@ async def test_text_logs_keep_their_format() -> None:
         "INFO", "wsapp:", "close", "/chat", "code=1000", "clean=True"
     )  # fmt: skip
     assert len(conn_id) == 12 and duration.startswith("duration=") and duration.endswith("s")
+
+
+class Records(logging.Handler):
+    """A program's own handler: it keeps every record it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
+    """The records a handler the program attached to the `wsapp` logger (logging.md) gets."""
+    caplog.set_level(logging.INFO, logger="wsapp")
+    handler = Records()
+    logging.getLogger("wsapp").addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logging.getLogger("wsapp").removeHandler(handler)
+
+
+async def test_a_handler_of_the_program_gets_the_open_and_close_lines_as_records(
+    records: list[logging.LogRecord],
+) -> None:
+    async with running(echo_app()) as server:
+        await client(talk, server.urls[0])
+    opened, closed = (r for r in records if r.msg.startswith(("open ", "close ")))
+    assert isinstance(opened.args, tuple) and isinstance(closed.args, tuple)
+    conn_id, path, client_address = opened.args
+    assert (opened.msg, path) == ("open %s %s client=%s", "/chat")
+    assert closed.msg == "close %s %s code=%s clean=%s duration=%.3fs"
+    assert closed.args[:4] == (conn_id, "/chat", 1000, True)
+    fields = {"connection": conn_id, "path": "/chat", "client": client_address}
+    more = {"code": 1000, "clean": True, "duration": closed.args[4]}
+    assert {name: opened.__dict__[name] for name in fields} == fields
+    assert {name: closed.__dict__[name] for name in {**fields, **more}} == {**fields, **more}
+    for record in (opened, closed):  # where they were logged from, as a handler may show it
+        assert (record.name, record.levelno, record.funcName) == ("wsapp", logging.INFO, "run")
+        assert record.pathname.endswith("lifecycle.py")

@@ -23,6 +23,8 @@ __all__ = [
     "client_text",
     "configure_logging",
     "connection_fields",
+    "log_close",
+    "log_open",
     "logger",
 ]
 
@@ -54,6 +56,36 @@ def connection_fields(conn: Logged, **more: Any) -> dict[str, Any]:
     """The fields of a log line about ``conn``, for JSON logs (see `FIELDS`)."""
     client = client_text(conn.request.client)
     return {"connection": conn.id, "path": conn.request.path, "client": client, **more}
+
+
+def log_open(conn: Logged) -> None:
+    """The `open` line of a connection accepted (101 sent): its id, path and client."""
+    if logger.isEnabledFor(logging.INFO):  # else nothing is made, not even the fields
+        client = client_text(conn.request.client)
+        logger.info(
+            "open %s %s client=%s",
+            conn.id,
+            conn.request.path,
+            client,
+            extra=connection_fields(conn),
+            stacklevel=2,  # the record names the caller of log_open, as if it logged
+        )
+
+
+def log_close(conn: Logged, code: int, clean: bool, duration: float) -> None:
+    """The `close` line of a connection that ended: its close code, whether both close
+    frames were exchanged, and ``duration``, the seconds it was open."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "close %s %s code=%s clean=%s duration=%.3fs",
+            conn.id,
+            conn.request.path,
+            code,
+            clean,
+            duration,
+            extra=connection_fields(conn, code=code, clean=clean, duration=duration),
+            stacklevel=2,
+        )
 
 
 class TextFormatter(logging.Formatter):
