@@ -28,7 +28,7 @@ from wsapp.exceptions import Reject
 from wsapp.inbox import Inbox
 from wsapp.intake import Inbound, Intake
 from wsapp.lifespan import Lifespan
-from wsapp.log import client_text, connection_fields, logger
+from wsapp.log import client_text, connection_fields, log_close, log_open, logger
 from wsapp.operations.looplag import watch_loop_lag
 from wsapp.operations.metrics import Metrics
 from wsapp.protocol import Refusal
@@ -320,15 +320,7 @@ async def run(
     started = time.monotonic()
     metrics = app.metrics
     metrics.connection_opened(transport)
-    # The log fields are made per line, not kept in this frame: a dict held for the
-    # connection's lifetime would cost every open connection a few hundred bytes.
-    logger.info(
-        "open %s %s client=%s",
-        conn.id,
-        conn.request.path,
-        client_text(conn.request.client),
-        extra=connection_fields(conn),
-    )
+    log_open(conn)
     dispatcher = Dispatcher(callbacks, conn, transport, inbox, metrics, tasks, parking)
     intake = Intake(inbox, metrics, conn.settings, accepted.on_rate_limit, dispatcher)
     try:
@@ -358,16 +350,6 @@ async def run(
                     "on_close failed on connection %s", conn.id, extra=connection_fields(conn)
                 )
         duration = round(time.monotonic() - started, 3)
-        logger.info(
-            "close %s %s code=%s clean=%s duration=%.3fs",
-            conn.id,
-            conn.request.path,
-            closed.code,
-            closed.was_clean,
-            duration,
-            extra=connection_fields(
-                conn, code=closed.code, clean=closed.was_clean, duration=duration
-            ),
-        )
+        log_close(conn, closed.code, closed.was_clean, duration)
     if dispatcher.failure is not None:
         raise dispatcher.failure  # the transport failed beside the callbacks: as if here
