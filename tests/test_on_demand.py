@@ -86,18 +86,19 @@ async def test_a_message_arriving_before_the_sweep_keeps_the_task() -> None:
     assert owner.starts == 0
 
 
+async def lingering_until_the_end(waiting: OnDemand, ended: list[str]) -> None:
+    """A callback task lingering for a message; what ended it goes into ``ended``."""
+    try:
+        await waiting.next(linger=True)
+    except anyio.EndOfStream:
+        ended.append("EndOfStream")
+
+
 async def test_a_closed_inbox_ends_a_lingering_task_and_starts_none() -> None:
     waiting, inbox, _, owner = on_demand()
     ended: list[str] = []
-
-    async def consume() -> None:
-        try:
-            await waiting.next(linger=True)
-        except anyio.EndOfStream:
-            ended.append("EndOfStream")
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
+        tg.start_soon(lingering_until_the_end, waiting, ended)
         await anyio.wait_all_tasks_blocked()
         inbox.close()
     assert (ended, owner.starts) == (["EndOfStream"], 0)
@@ -109,15 +110,8 @@ async def test_a_closed_inbox_ends_a_lingering_task_and_starts_none() -> None:
 async def test_a_closed_connection_is_forgotten_by_the_parking() -> None:
     waiting, inbox, parking, _ = on_demand()
     ended: list[str] = []
-
-    async def consume() -> None:
-        try:
-            await waiting.next(linger=True)
-        except anyio.EndOfStream:
-            ended.append("EndOfStream")
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
+        tg.start_soon(lingering_until_the_end, waiting, ended)
         await anyio.wait_all_tasks_blocked()
         waiting.close()
         parking.sweep()
