@@ -253,7 +253,11 @@ Results = dict[str, list[tuple[float, float]]]  # name -> per round (msg/s, CPU 
 
 
 def run_rounds(
-    chosen: list[tuple[Contender, int]], rounds: int, seconds: float, message: bytes = MESSAGE
+    chosen: list[tuple[Contender, int]],
+    rounds: int,
+    seconds: float,
+    message: bytes = MESSAGE,
+    in_flight: int = IN_FLIGHT,
 ) -> Results:
     """Start every contender, then drive each in turn, ``rounds`` times; stop them all."""
     results: Results = {c.name: [] for c, _ in chosen}
@@ -265,7 +269,7 @@ def run_rounds(
             wait_listening(port, process)
         for round_number in range(rounds):
             for contender, port, process in servers:
-                rate, cpu = asyncio.run(drive(port, seconds, process.pid, message))
+                rate, cpu = asyncio.run(drive(port, seconds, process.pid, message, in_flight))
                 results[contender.name].append((rate, cpu))
                 print(
                     f"round {round_number + 1} {contender.name:>10}: {rate:9.0f} msg/s  "
@@ -280,12 +284,12 @@ def run_rounds(
 
 
 def print_medians(
-    results: Results, backend: str, message: bytes = MESSAGE
+    results: Results, backend: str, message: bytes = MESSAGE, in_flight: int = IN_FLIGHT
 ) -> dict[str, tuple[float, float]]:
     """Print, and return, each contender's median (msg/s, CPU s/msg) over the rounds."""
     rounds = len(next(iter(results.values())))
     print(
-        f"\nmedian of {rounds} rounds, {CONNECTIONS} connections x {IN_FLIGHT} in flight, "
+        f"\nmedian of {rounds} rounds, {CONNECTIONS} connections x {in_flight} in flight, "
         f"{len(message)}-byte messages, backend {backend}:"
     )
     medians = {}
@@ -322,6 +326,9 @@ def main() -> None:
     parser.add_argument("--asgi", action="store_true", help="also compare under uvicorn")
     parser.add_argument("--metrics", action="store_true", help="also wsapp with a metrics path")
     parser.add_argument("--against", metavar="REV", help="also wsapp at this git revision")
+    parser.add_argument(
+        "--in-flight", type=int, default=IN_FLIGHT, help="messages outstanding per connection"
+    )
     parser.add_argument("--serve-websockets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_websockets:
@@ -338,8 +345,8 @@ def main() -> None:
                 port = free_port()
                 command = uvicorn_command("examples.echo:app", port, args.backend)
                 chosen.append((Contender(f"wsapp+uvicorn@{args.against}", command, tree), port))
-        results = run_rounds(chosen, args.rounds, args.seconds)
-    medians = print_medians(results, args.backend)
+        results = run_rounds(chosen, args.rounds, args.seconds, in_flight=args.in_flight)
+    medians = print_medians(results, args.backend, in_flight=args.in_flight)
     print_ratio(medians, "wsapp", "websockets", " (goal: at most 0.80x)")
     if args.asgi:
         print_ratio(medians, "wsapp+uvicorn", "starlette+uvicorn")
