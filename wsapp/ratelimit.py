@@ -137,10 +137,10 @@ class MessageLimiter:
     """The message and byte limits of one connection, read live from its settings (a limit
     set or changed in a callback applies from the next message)."""
 
-    __slots__ = ("_bytes", "_messages", "_run", "policy", "settings")
+    __slots__ = ("_bytes", "_messages", "_run", "_settings", "policy")
 
     def __init__(self, settings: Settings, policy: RateLimitPolicy) -> None:
-        self.settings = settings
+        self._settings = settings
         self.policy: RateLimitPolicy = policy
         self._messages: TokenBucket | None = None
         self._bytes: TokenBucket | None = None
@@ -151,7 +151,7 @@ class MessageLimiter:
         turned-away messages it joins: a new one (to be answered) when its `dropped` is 1.
 
         The caller skips it while no limit is set."""
-        settings = self.settings
+        settings = self._settings
         message_rate, byte_rate = settings.rate_limit_messages, settings.rate_limit_bytes
         now = time.monotonic()
         if message_rate is not None:
