@@ -216,8 +216,9 @@ async def test_in_the_reading_form_the_replies_come_before_the_failing_close_too
         await ended.wait()
 
 
-async def test_a_callback_that_never_returns_holds_the_failing_close_up_to_close_timeout() -> None:
-    trace = Trace()
+def stuck_app(trace: Trace) -> wsapp.App:
+    """An app (close_timeout 0.2 s) whose `on_message` never returns, even when its
+    connection ends; ``trace`` records "message", "cancelled" and the close."""
     app = wsapp.App(close_timeout=0.2)
 
     @app.on_message
@@ -232,6 +233,12 @@ async def test_a_callback_that_never_returns_holds_the_failing_close_up_to_close
     async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
         trace.record_close(was_clean, code, reason)
 
+    return app
+
+
+async def test_a_callback_that_never_returns_holds_the_failing_close_up_to_close_timeout() -> None:
+    trace = Trace()
+    app = stuck_app(trace)
     async with raw_peer(app) as raw:
         await raw.send(frame(OP_TEXT, b"hang") + frame(0x5))
         assert await read_close_code(raw) == 1002
@@ -419,20 +426,7 @@ async def test_a_callback_outliving_its_connection_is_cancelled_after_close_time
     wsapp_logs: pytest.LogCaptureFixture,
 ) -> None:
     trace = Trace()
-    app = wsapp.App(close_timeout=0.2)
-
-    @app.on_message
-    async def stuck(conn: wsapp.Connection, message: wsapp.Message) -> None:
-        trace.add("message")
-        try:
-            await anyio.sleep_forever()  # ignores that the peer left
-        finally:
-            trace.add("cancelled")
-
-    @app.on_close
-    async def closed(conn: wsapp.Connection, was_clean: bool, code: int, reason: str) -> None:
-        trace.record_close(was_clean, code, reason)
-
+    app = stuck_app(trace)
     async with raw_peer(app) as raw:
         await raw.send(frame(OP_TEXT, b"hang"))
         await trace.wait_for("message")
