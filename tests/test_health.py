@@ -15,6 +15,7 @@ from tests.test_handshake import http_exchange
 from wsapp.operations.metrics import Metrics
 from wsapp.operations.plainhttp import plain_answer
 from wsapp.rooms import Rooms
+from wsapp.transport import OpenConnections
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +37,9 @@ def test_the_answer_is_200_while_serving_and_503_once_stopping(
     method: str, serving: bool, status: int, body: bytes
 ) -> None:
     settings = wsapp.Settings(health_path="/healthz")
-    answer = plain_answer(settings, Metrics(Rooms()), "/healthz", method, serving=serving)
+    answer = plain_answer(
+        settings, Metrics(Rooms(), OpenConnections()), "/healthz", method, serving=serving
+    )
     assert answer is not None
     answer_status, headers, answer_body = answer
     assert (answer_status, answer_body) == (status, body)
@@ -45,7 +48,10 @@ def test_the_answer_is_200_while_serving_and_503_once_stopping(
 
 def test_other_paths_are_not_answered_as_plain_http() -> None:
     settings = wsapp.Settings(health_path="/healthz")
-    assert plain_answer(settings, Metrics(Rooms()), "/chat", "GET", serving=True) is None
+    assert (
+        plain_answer(settings, Metrics(Rooms(), OpenConnections()), "/chat", "GET", serving=True)
+        is None
+    )
 
 
 @pytest.mark.parametrize("path", ["healthz", ""])

@@ -11,6 +11,7 @@ from wsapp.operations.metrics import Metrics
 from wsapp.ratelimit import RateLimited
 from wsapp.rooms import Rooms
 from wsapp.settings import Settings
+from wsapp.transport import OpenConnections
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ def new_intake(
     settings: Settings | None = None,
 ) -> tuple[Intake, Inbox[Inbound], Metrics, Handlers]:
     inbox: Inbox[Inbound] = Inbox()
-    metrics = Metrics(Rooms())
+    metrics = Metrics(Rooms(), OpenConnections())
     handlers = Handlers(inbox)
     return (
         Intake(inbox, metrics, settings or Settings(), "drop", handlers),

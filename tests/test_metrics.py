@@ -34,6 +34,7 @@ from wsapp.operations.metrics import (
 from wsapp.operations.prometheus import FAMILIES, exposition
 from wsapp.rooms import Rooms
 from wsapp.server.outbox import HIGH_WATER
+from wsapp.transport import OpenConnections
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +113,7 @@ def test_an_exited_workers_counts_stay_in_the_totals_but_not_what_it_held(
 
 
 def test_the_exposition_names_every_family_with_its_type() -> None:
-    text, content_type = exposition(Metrics(Rooms()))
+    text, content_type = exposition(Metrics(Rooms(), OpenConnections()))
     assert content_type.startswith("text/plain; version=0.0.4")
     families = {
         family.name: family.type for family in text_string_to_metric_families(text.decode())
@@ -126,7 +127,7 @@ def test_the_exposition_names_every_family_with_its_type() -> None:
 
 def test_openmetrics_is_answered_to_a_scraper_that_prefers_it() -> None:
     accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
-    text, content_type = exposition(Metrics(Rooms()), accept)
+    text, content_type = exposition(Metrics(Rooms(), OpenConnections()), accept)
     assert content_type.startswith("application/openmetrics-text; version=1.0.0")
     assert text.endswith(b"# EOF\n")
 

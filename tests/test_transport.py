@@ -27,6 +27,7 @@ from wsapp.rooms import Rooms
 from wsapp.server.flusher import Flusher
 from wsapp.server.streams import acceptor
 from wsapp.server.transport import SocketTransport
+from wsapp.transport import OpenConnections
 
 pytestmark = [
     pytest.mark.anyio,
@@ -77,7 +78,7 @@ async def accepted(
             )
             request = wsapp.Request("GET", "/", "/", "", wsapp.Headers([("host", "x")]), None)
             rooms: Rooms[Connection] = Rooms()
-            metrics = Metrics(rooms)
+            metrics = Metrics(rooms, OpenConnections())
             conn = Connection(request, settings, transport, rooms=rooms, metrics=metrics)
             assert not transport.opened
             assert await transport.accept(conn)

@@ -37,6 +37,7 @@ from wsapp.routing import Router
 from wsapp.server import Backend, Server, run_server
 from wsapp.server.listeners import open_listeners, ssl_context_from_files
 from wsapp.settings import ConfigError, Settings, resolve_settings, unknown_setting
+from wsapp.transport import OpenConnections
 
 __all__ = ["App", "RouteHandlers", "run_app"]
 
@@ -126,6 +127,8 @@ class App(CallbackDecorators):
         rooms: Its [Rooms][wsapp.rooms.Rooms] in this process: members, counts, presence.
         metrics: Its [Metrics][wsapp.operations.metrics.Metrics] in this process: connections,
             messages, refusals, errors, latency (served on `metrics_path`).
+        connections: Its [OpenConnections][wsapp.transport.OpenConnections] in this
+            process: how many, and what they have still to write.
         state: A namespace for resources shared by all connections (`app.state.db = ...`),
             typically set by an `on_startup` hook.
     """
@@ -155,7 +158,8 @@ class App(CallbackDecorators):
         self.state: SimpleNamespace = SimpleNamespace()
         self.hooks: Lifespan = Lifespan()
         self.rooms: Rooms[Connection] = Rooms()
-        self.metrics: Metrics = Metrics(self.rooms)
+        self.connections: OpenConnections = OpenConnections()
+        self.metrics: Metrics = Metrics(self.rooms, self.connections)
         self._asgi = ASGIAdapter(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

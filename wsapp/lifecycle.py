@@ -40,7 +40,7 @@ from wsapp.rooms import Rooms
 from wsapp.routing import Router
 from wsapp.settings import Settings, connection_settings
 from wsapp.tasks import tasks_for_block
-from wsapp.transport import Transport
+from wsapp.transport import OpenConnections, Transport
 
 __all__ = [
     "Accepted",
@@ -76,6 +76,9 @@ class Servable(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    @property
+    def connections(self) -> OpenConnections: ...
 
 
 @asynccontextmanager
@@ -319,7 +322,8 @@ async def run(
     )
     started = time.monotonic()
     metrics = app.metrics
-    metrics.connection_opened(transport)
+    metrics.connection_opened()
+    app.connections.add(transport)
     log_open(conn)
     dispatcher = Dispatcher(callbacks, conn, transport, inbox, metrics, tasks, parking)
     intake = Intake(inbox, metrics, conn.settings, accepted.on_rate_limit, dispatcher)
@@ -333,7 +337,8 @@ async def run(
             await dispatcher.finish(conn.settings.close_timeout)
     finally:
         closed = transport.outcome()
-        metrics.connection_closed(transport, closed.code)
+        app.connections.discard(transport)
+        metrics.connection_closed(closed.code)
         conn.close_code, conn.close_reason, conn.was_clean = (
             closed.code,
             closed.reason,

@@ -8,6 +8,7 @@ either through these few methods only, and neither transport touches the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +19,7 @@ from wsapp.protocol import CloseCode, Message, PreparedMessage, Refusal
 from wsapp.request import Request
 from wsapp.settings import Settings
 
-__all__ = ["Accepting", "CloseRecord", "Closed", "Transport"]
+__all__ = ["Accepting", "CloseRecord", "Closed", "OpenConnections", "Transport"]
 
 
 class Accepting(Protocol):
@@ -149,3 +150,34 @@ class Transport(Protocol):
     def outcome(self) -> Closed:
         """How the connection ended (asked once `run` has returned, or was cancelled)."""
         ...
+
+
+class OpenConnections:
+    """The transports of an app's open connections in this process, from the handshake's
+    answer until the connection has closed (before `on_close`): the one registry that the
+    metrics' gauges read and that a stopping server closes.
+
+    The lifecycle adds and discards; everyone else reads.
+    """
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: set[Transport] = set()
+
+    def add(self, transport: Transport) -> None:
+        self._open.add(transport)
+
+    def discard(self, transport: Transport) -> None:
+        self._open.discard(transport)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Transport]:
+        """A copy: closing them while iterating is safe."""
+        return iter(list(self._open))
+
+    def unsent(self) -> int:
+        """Bytes queued for their peers and not yet written, summed."""
+        return sum(transport.unsent for transport in self._open)

@@ -143,10 +143,13 @@ class RoomGauges(Protocol):
     def count(self, room: str) -> int: ...
 
 
-class Queued(Protocol):
-    """What the metrics read of an open connection's transport: its bytes still to write."""
+class OpenGauges(Protocol):
+    """What the metrics read of the open connections
+    ([OpenConnections][wsapp.transport.OpenConnections] is one): how many, and the bytes
+    they have still to write."""
 
-    @property
+    def __len__(self) -> int: ...
+
     def unsent(self) -> int: ...
 
 
@@ -195,7 +198,7 @@ class Metrics:
         timing: Whether `on_message` is timed (set when something reads the metrics).
     """
 
-    def __init__(self, rooms: RoomGauges) -> None:
+    def __init__(self, rooms: RoomGauges, connections: OpenGauges) -> None:
         self.opened: int = 0
         self.closed: dict[int, int] = {}
         self.refused: dict[int, int] = {}
@@ -211,16 +214,14 @@ class Metrics:
         self.timing: bool = False
         self.shared: SnapshotFiles | None = None  # with --workers: the others' snapshots
         self._rooms = rooms
-        self._open: set[Queued] = set()  # for the gauges: how many, what they have queued
+        self._connections = connections
 
     # --- counting (called by the lifecycle and the connection) ------------------------------
 
-    def connection_opened(self, transport: Queued) -> None:
+    def connection_opened(self) -> None:
         self.opened += 1
-        self._open.add(transport)
 
-    def connection_closed(self, transport: Queued, code: int) -> None:
-        self._open.discard(transport)
+    def connection_closed(self, code: int) -> None:
         self.closed[code] = self.closed.get(code, 0) + 1
 
     def handshake_refused(self, status: int) -> None:
@@ -250,8 +251,8 @@ class Metrics:
                 "room_messages_received": {"": stats.received},
             },
             gauges={
-                "connections_open": len(self._open),
-                "outbound_queued_bytes": sum(transport.unsent for transport in self._open),
+                "connections_open": len(self._connections),
+                "outbound_queued_bytes": self._connections.unsent(),
                 "rooms": len(names),
                 "room_members": sum(rooms.count(name) for name in names),
             },

@@ -108,8 +108,8 @@ class StreamHandler:
         self._scheme = "wss" if ssl_context else "ws"
         self._stopping = False
         self._draining = False
-        # Every stream being served: the scope of its handshake, then its open transport.
-        self._streams: dict[ByteStream, anyio.CancelScope | SocketTransport] = {}
+        # The handshakes in progress, by stream (the open connections are the app's registry).
+        self._handshaking: dict[ByteStream, anyio.CancelScope] = {}
         self._goodbye = (CloseCode.GOING_AWAY, GOING_AWAY_REASON)  # set by close_all
 
     @property
@@ -150,12 +150,12 @@ class StreamHandler:
         if restart:
             self._goodbye = (CloseCode.SERVICE_RESTART, RESTART_REASON)
         opened = 0
-        for served in list(self._streams.values()):
-            if isinstance(served, SocketTransport):
+        for transport in self.app.connections:
+            if isinstance(transport, SocketTransport):  # not one an ASGI host serves
                 opened += 1
-                task_group.start_soon(served.close, *self._goodbye)
-            else:
-                served.cancel()
+                task_group.start_soon(transport.close, *self._goodbye)
+        for scope in list(self._handshaking.values()):
+            scope.cancel()
         return opened
 
     async def handle(self, stream: ByteStream) -> None:
@@ -164,13 +164,10 @@ class StreamHandler:
             if self._stopping:
                 return
             with self.capacity:
-                try:
-                    accepted = await self._handshake(stream)
-                    if accepted is not None:
-                        # Run from this frame, not one more: it lasts as long as the connection.
-                        await lifecycle.run(accepted, self.app, *self._opened(stream, accepted))
-                finally:
-                    self._streams.pop(stream, None)
+                accepted = await self._handshake(stream)
+                if accepted is not None:
+                    # Run from this frame, not one more: it lasts as long as the connection.
+                    await lifecycle.run(accepted, self.app, *self._opened(accepted))
         except (Refusal, TimeoutError, *STREAM_ERRORS) as exc:
             logger.debug("handshake abandoned: %r", exc)
         except ssl.SSLError as exc:
@@ -188,17 +185,18 @@ class StreamHandler:
         it was. The scope ends with the handshake, so that an open connection does not keep
         it (half a KiB each)."""
         with anyio.CancelScope() as scope:
-            self._streams[stream] = scope
-            return await self._serve(stream)
+            self._handshaking[stream] = scope
+            try:
+                return await self._serve(stream)
+            finally:
+                del self._handshaking[stream]
         return None  # cancelled: the server is stopping
 
-    def _opened(
-        self, stream: ByteStream, accepted: Accepted
-    ) -> tuple[anyio.abc.TaskGroup, Parking]:
-        """Count ``accepted`` among the open connections; what `lifecycle.run` needs to run it."""
+    def _opened(self, accepted: Accepted) -> tuple[anyio.abc.TaskGroup, Parking]:
+        """What `lifecycle.run` needs to run ``accepted`` (which it counts among the app's
+        open connections before it awaits anything, so that `close_all` misses none)."""
         transport = accepted.transport
         assert isinstance(transport, SocketTransport)
-        self._streams[stream] = transport
         if self._stopping:  # accepted just as close_all ran: closed like the others
             transport.close_now(*self._goodbye)
         assert self._shared is not None  # streams are served while running
