@@ -6,6 +6,7 @@ faster protocol path is checked against it by adding its factory to `FACTORIES`.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +38,7 @@ from wsapp.protocol import (
     Session,
 )
 from wsapp.protocol.bytequeue import COALESCE_LIMIT
+from wsapp.protocol.deflate import PerMessageDeflate
 from wsapp.protocol.events import Event
 from wsapp.protocol.limits import MessageLimits
 
@@ -543,3 +545,90 @@ def test_a_text_frame_still_arriving_fails_at_its_first_invalid_byte() -> None:
             1007, "'utf-8' codec can't decode byte 0xff in position 3: invalid start byte"
         )
     ]
+
+
+# The fast path against wsproto, with permessage-deflate
+
+
+def deflate_session(limit: int, client_no_context_takeover: bool, fast_path: bool) -> Session:
+    limits = Limits(limit)
+    extension = PerMessageDeflate(
+        limits,
+        server_max_window_bits=15,
+        server_no_context_takeover=False,
+        client_no_context_takeover=client_no_context_takeover,
+    )
+    return Session(limits, [extension], fast_path=fast_path)
+
+
+@st.composite
+def compressed_traffic(draw: st.DrawFn, client_no_context_takeover: bool) -> list[bytes]:
+    """Frames as a compressing client sends them: messages compressed with one compressor
+    (its window carried over, unless without context takeover), some sent uncompressed, some
+    fragmented, pings between, perhaps a corrupt one or one over the limit, any frame."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    frames: list[bytes] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["compressed"] * 4 + ["plain", "fragmented", "ping", "any"]))
+        if kind == "ping":
+            frames.append(frame(OP_PING, draw(st.binary(max_size=20))))
+            continue
+        if kind == "any":
+            frames.append(draw(any_frame()))
+            continue
+        message: str | bytes = draw(st.text(max_size=60) | st.binary(max_size=200))
+        payload = message.encode() if isinstance(message, str) else message
+        if draw(st.integers(0, 9)) == 0:
+            payload += b"\xff"  # invalid UTF-8 once inflated, in a text message
+        opcode = OP_TEXT if isinstance(message, str) else OP_BINARY
+        if kind == "plain":
+            frames.append(frame(opcode, payload))
+            continue
+        if client_no_context_takeover:
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        if draw(st.integers(0, 9)) == 0:
+            data = b"\x07" + data  # not deflate data
+        if kind == "fragmented" and data:
+            cut = draw(st.integers(0, len(data)))
+            frames.append(frame(opcode, data[:cut], fin=False, rsv=4))
+            frames.append(frame(OP_CONT, data[cut:]))
+        else:
+            frames.append(frame(opcode, data, rsv=4))
+    return frames
+
+
+@given(
+    data=st.data(),
+    limit=st.sampled_from([1 << 20, 100, 0]),
+    client_no_context_takeover=st.booleans(),
+)
+def test_the_fast_path_inflates_any_traffic_in_any_chunking_as_wsproto_does(
+    data: st.DataObject, limit: int, client_no_context_takeover: bool
+) -> None:
+    wire = b"".join(data.draw(compressed_traffic(client_no_context_takeover)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    for chunks in ([wire], split(wire, cuts)):
+        reference = deflate_session(limit, client_no_context_takeover, fast_path=False)
+        fast = deflate_session(limit, client_no_context_takeover, fast_path=True)
+        assert feed(fast, chunks) == feed(reference, chunks)
+        assert session_state(fast) == session_state(reference)
+
+
+def test_compressed_messages_read_without_wsproto_share_its_window() -> None:
+    # Each message refers back to the one before (context takeover): the first and the last
+    # are read by the fast path, the middle one (fragmented) by wsproto, one window for all.
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    messages = [
+        (compressor.compress(b"hello hello") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        for _ in range(3)
+    ]
+    assert len(messages[2]) < len(b"hello hello")  # a back-reference, not the text again
+    wire = [
+        frame(OP_TEXT, messages[0], rsv=4),
+        frame(OP_TEXT, messages[1][:2], fin=False, rsv=4) + frame(OP_CONT, messages[1][2:]),
+        frame(OP_TEXT, messages[2], rsv=4),
+    ]
+    for fast_path in (True, False):
+        session = deflate_session(1 << 20, False, fast_path=fast_path)
+        assert feed(session, wire) == ["hello hello"] * 3

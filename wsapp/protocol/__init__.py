@@ -24,10 +24,11 @@ from wsapp.protocol.events import (
     PingReceived,
     PongReceived,
     ProtocolFailure,
+    message_too_big,
 )
 from wsapp.protocol.frames import PreparedMessage
 from wsapp.protocol.handshake import Refusal
-from wsapp.protocol.session import Session, message_too_big
+from wsapp.protocol.session import Session
 
 __all__ = [
     "CloseCode",

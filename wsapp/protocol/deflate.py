@@ -119,6 +119,20 @@ class PerMessageDeflate(Extension):
             self._decompressor = None  # the next message starts afresh, its window freed
         return result
 
+    def inflate_message(self, data: bytes) -> bytes | CloseReason:
+        """Inflate a whole compressed message of one frame that the frame reader read without
+        wsproto, exactly as the hooks above inflate it for wsproto (the same limit, the same
+        failures, the same decompressor: the window carries over from message to message
+        whoever read the previous one)."""
+        self._inflated = 0
+        output = self._inflate(data)
+        if isinstance(output, CloseReason):
+            return output
+        tail = self._inflate(_TAIL)
+        if self._client_no_context_takeover:
+            self._decompressor = None
+        return tail if isinstance(tail, CloseReason) else output + tail
+
     def frame_outbound(
         self,
         proto: FrameDecoder | FrameProtocol,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from wsapp.protocol.closecode import CloseCode
+
 __all__ = [
     "CloseReceived",
     "Event",
@@ -16,6 +18,7 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "ProtocolFailure",
+    "message_too_big",
 ]
 
 Message: TypeAlias = str | bytes
@@ -52,6 +55,11 @@ class ProtocolFailure:
 
     code: int
     reason: str
+
+
+def message_too_big(limit: int) -> ProtocolFailure:
+    """The failure (and close frame) for a message over ``limit`` bytes."""
+    return ProtocolFailure(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
 
 Event: TypeAlias = Message | CloseReceived | PingReceived | PongReceived | ProtocolFailure

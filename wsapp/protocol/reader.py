@@ -48,7 +48,15 @@ from wsproto.frame_protocol import (
 )
 
 from wsapp.protocol.bytequeue import Buffer, ByteQueue
-from wsapp.protocol.events import CloseReceived, Event, PingReceived, PongReceived
+from wsapp.protocol.deflate import PerMessageDeflate
+from wsapp.protocol.events import (
+    CloseReceived,
+    Event,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+    message_too_big,
+)
 from wsapp.protocol.frames import (
     OPCODE_BINARY,
     OPCODE_CLOSE,
@@ -100,16 +108,20 @@ def _peer_close(payload: bytes) -> CloseReceived | None:
 
 
 class FrameReader:
-    """Reads the common frames of a session without extensions (see the module docstring).
+    """Reads the common frames of a session without extensions, or with permessage-deflate
+    (see the module docstring).
 
     ``limits`` is read live: a frame over ``max_message_size`` when its header is read is
-    handed over, for wsproto and the session to report.
+    handed over, for wsproto and the session to report. With ``deflate`` (the session's
+    negotiated extension, which wsproto uses too), a compressed message of one frame that
+    has all arrived is inflated by it here.
     """
 
-    __slots__ = ("_fragmented", "_head", "_limits", "_pending", "_wanted")
+    __slots__ = ("_deflate", "_fragmented", "_head", "_limits", "_pending", "_wanted")
 
-    def __init__(self, limits: MessageLimits) -> None:
+    def __init__(self, limits: MessageLimits, deflate: PerMessageDeflate | None = None) -> None:
         self._limits = limits
+        self._deflate = deflate
         # The start of a frame that has not all arrived (made only then: an idle connection
         # holds none), and the bytes it must hold before reading can go on.
         self._pending: ByteQueue | None = None
@@ -122,8 +134,9 @@ class FrameReader:
         """Read the frames ``data`` completes, after what earlier calls left; return their
         events, in order, and where wsproto takes over (None: the reader took all of it).
 
-        A `CloseReceived` is the last event: nothing after the peer's close is read, and the
-        reader is not to be called again.
+        A `CloseReceived` or a `ProtocolFailure` (a compressed message that does not inflate
+        within the limit, or not into UTF-8 text) is the last event: nothing after it is
+        read, and the reader is not to be called again.
         """
         events: list[Event] = []
         view: Buffer = data
@@ -185,8 +198,9 @@ class FrameReader:
                     events.append(PongReceived(payload))
                 continue
             fin = first & 0x80
+            compressed = first & 0x70  # RSV bits: RSV1 alone, with deflate, or wsproto's to fail
             if not (
-                first & 0x70 == 0  # no RSV bit: there is no extension
+                (not compressed or (compressed == 0x40 and self._deflate is not None))
                 and fin
                 and opcode  # a text or binary frame, not a continuation
                 and masked
@@ -197,8 +211,9 @@ class FrameReader:
                 self._fragmented = not fin
                 return events, Handover(memoryview(view)[position:], size)
             if stop > end:
-                if opcode == OPCODE_TEXT:
-                    # wsproto checks UTF-8 as the bytes arrive and fails at the first bad one.
+                if opcode == OPCODE_TEXT or compressed:
+                    # wsproto checks UTF-8 as the bytes arrive and fails at the first bad one;
+                    # it inflates as they arrive too.
                     return events, Handover(memoryview(view)[position:], size)
                 wanted = size
                 self._head = size - length
@@ -210,11 +225,27 @@ class FrameReader:
                     payload = unmask(whole[start:stop], key)
             else:
                 payload = unmask(view[start:stop], key)
+            if compressed:
+                assert self._deflate is not None
+                inflated = self._deflate.inflate_message(payload)
+                if isinstance(inflated, CloseReason):  # as wsproto fails it, the session maps
+                    events.append(
+                        message_too_big(self._limits.max_message_size)
+                        if inflated is CloseReason.MESSAGE_TOO_BIG
+                        else ProtocolFailure(inflated, "error in extension")
+                    )
+                    return events, None
+                payload = inflated
             if opcode == OPCODE_TEXT:
                 try:
                     events.append(payload.decode())
-                except UnicodeDecodeError:  # for wsproto to fail with 1007
-                    return events, Handover(memoryview(view)[position:], size)
+                except UnicodeDecodeError as exc:
+                    if compressed:  # inflated already: failed here, with wsproto's reason
+                        events.append(
+                            ProtocolFailure(CloseReason.INVALID_FRAME_PAYLOAD_DATA, str(exc))
+                        )
+                        return events, None
+                    return events, Handover(memoryview(view)[position:], size)  # wsproto's 1007
             else:
                 events.append(payload)
             position = stop

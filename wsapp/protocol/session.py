@@ -7,7 +7,8 @@ user: reassembly of fragmented messages under a size limit, the close-handshake 
 and telling a peer's close frame apart from a protocol violation (wsproto reports both as
 ``CloseConnection``).
 
-Without extensions, the common frames are read by a `FrameReader` (see ``reader.py``), and
+Without extensions (or with permessage-deflate alone), the common frames are read by a
+`FrameReader` (see ``reader.py``), and
 wsproto reads the frames it hands over. The session composes the two: it gives wsproto each
 frame handed over, as its bytes arrive, and the reader what follows; neither looks at the
 other's state. What a closing session drops (messages nobody will handle) and leaves
@@ -32,6 +33,7 @@ from wsapp.protocol.events import (
     PingReceived,
     PongReceived,
     ProtocolFailure,
+    message_too_big,
 )
 from wsapp.protocol.frames import (
     OPCODE_BINARY,
@@ -46,9 +48,11 @@ from wsapp.protocol.frames import (
 from wsapp.protocol.limits import MessageLimits
 from wsapp.protocol.reader import FrameReader, Handover
 
-__all__ = ["Session", "message_too_big"]
+__all__ = ["Session"]
 
 
+#: The reader's events after which it reads nothing more.
+_LAST_EVENTS = (CloseReceived, ProtocolFailure)
 _MAX_CLOSE_REASON = MAX_PAYLOAD_NORMAL - 2  # bytes: a control frame's payload, less the code
 
 
@@ -63,11 +67,6 @@ def _close_payload(code: int, reason: str) -> bytes:
     if len(encoded) > _MAX_CLOSE_REASON:
         encoded = encoded[:_MAX_CLOSE_REASON].decode(errors="ignore").encode()
     return code.to_bytes(2, "big") + encoded
-
-
-def message_too_big(limit: int) -> ProtocolFailure:
-    """The failure (and close frame) for a message over ``limit`` bytes."""
-    return ProtocolFailure(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
 
 class Session:
@@ -109,9 +108,11 @@ class Session:
         )
         self._own_frames = bool(extensions) and self._deflate is None  # an unknown extension
         self._plain = not extensions
-        # Without extensions, common frames skip wsproto (``fast_path=False``: every frame
-        # goes through it, the reference tests/test_session.py holds the fast path to).
-        self._reader = FrameReader(limits) if fast_path and self._plain else None
+        # Without extensions or with deflate alone, common frames skip wsproto
+        # (``fast_path=False``: every frame goes through it, the reference
+        # tests/test_session.py holds the fast path to).
+        readable = self._plain or (self._deflate is not None and len(extensions or ()) == 1)
+        self._reader = FrameReader(limits, self._deflate) if fast_path and readable else None
         self._owed = 0  # bytes of the frame handed to wsproto that it has yet to get
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
@@ -144,7 +145,7 @@ class Session:
             return self._compose(reader, [], Handover(memoryview(data), self._owed))
         events, handover = reader.read(data)
         if handover is None and not (
-            self._discarding or self.close_sent or (events and type(events[-1]) is CloseReceived)
+            self._discarding or self.close_sent or (events and type(events[-1]) in _LAST_EVENTS)
         ):
             return events  # the common case: all read by the reader, the session open
         return self._compose(reader, events, handover)
@@ -171,8 +172,11 @@ class Session:
 
     def _heard(self, events: list[Event]) -> list[Event]:
         """The reader's events as this session reports them."""
-        if events and type(events[-1]) is CloseReceived:
+        last = type(events[-1]) if events else None
+        if last is CloseReceived:
             self.close_received = True
+        elif last is ProtocolFailure:
+            self.failed = True
         if not (self._discarding or self.close_sent):
             return events
         # Closing: nobody will handle a message, and after our close a ping is not answered
