@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.events import Event as WsprotoEvent
+from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from tests.conformance.wire import split
 from tests.rawclient import (
@@ -632,3 +633,31 @@ def test_compressed_messages_read_without_wsproto_share_its_window() -> None:
     for fast_path in (True, False):
         session = deflate_session(1 << 20, False, fast_path=fast_path)
         assert feed(session, wire) == ["hello hello"] * 3
+
+
+@given(
+    messages=st.lists(st.text(max_size=300) | st.binary(max_size=300), max_size=6),
+    bits=st.sampled_from([8, 9, 12, 15]),
+    no_context_takeover=st.booleans(),
+)
+def test_messages_are_compressed_as_wsproto_frames_them(
+    messages: list[str | bytes], bits: int, no_context_takeover: bool
+) -> None:
+    def sender(fast_path: bool) -> Session:
+        limits = Limits()
+        extension = PerMessageDeflate(
+            limits,
+            server_max_window_bits=bits,
+            server_no_context_takeover=no_context_takeover,
+            client_no_context_takeover=False,
+        )
+        return Session(limits, [extension], fast_path=fast_path)
+
+    fast, reference = sender(True), sender(False)
+    sent = [fast.send_message(message) for message in messages]
+    assert sent == [reference.send_message(message) for message in messages]
+    client_deflate = WsprotoDeflate()
+    client_deflate.finalize("permessage-deflate")  # the server's answer, as a client reads it
+    peer = Connection(ConnectionType.CLIENT, [client_deflate])
+    peer.receive_data(b"".join(sent))
+    assert [event.data for event in peer.events()] == messages

@@ -22,7 +22,7 @@ import zlib
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from wsapp.protocol.frames import PreparedMessage
+from wsapp.protocol.frames import PreparedMessage, encode_frame
 from wsapp.protocol.limits import MessageLimits
 
 __all__ = ["PerMessageDeflate"]
@@ -143,15 +143,28 @@ class PerMessageDeflate(Extension):
     ) -> tuple[RsvBits, bytes]:
         if not self._compress_outbound or opcode not in _DATA:
             return rsv, data
-        if self._compressor is None:
-            self._compressor = zlib.compressobj(
-                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._server_bits
-            )
-        compressed = self._compressor.compress(data)
-        if fin:
-            compressed = (compressed + self._compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
-            if self._server_no_context_takeover:
-                self._compressor = None
+        compressed = self._compress(data, fin)
         if opcode is not Opcode.CONTINUATION:
             rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
         return rsv, compressed
+
+    def message_frame(self, opcode: int, payload: bytes) -> bytes:
+        """The frame of a whole message for a session that frames without wsproto: what
+        wsproto builds with this extension (compressed, unless the window is 8 bits), from
+        the same compressor."""
+        if not self._compress_outbound:
+            return encode_frame(opcode, payload)
+        return encode_frame(opcode, self._compress(payload, True), rsv1=True)
+
+    def _compress(self, data: bytes, fin: bool) -> bytes:
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._server_bits
+            )
+        compressed = compressor.compress(data)
+        if fin:
+            compressed = (compressed + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            if self._server_no_context_takeover:
+                self._compressor = None
+        return compressed

@@ -79,6 +79,7 @@ class Session:
         "_deflate",
         "_discarding",
         "_extensions",
+        "_framing",
         "_limits",
         "_owed",
         "_own_frames",
@@ -113,6 +114,9 @@ class Session:
         # tests/test_session.py holds the fast path to).
         readable = self._plain or (self._deflate is not None and len(extensions or ()) == 1)
         self._reader = FrameReader(limits, self._deflate) if fast_path and readable else None
+        # Whether messages are framed here rather than by wsproto (its frames exactly: tests
+        # test_frames.py and test_session.py check it): without extensions, or with deflate.
+        self._framing = self._plain or (fast_path and readable)
         self._owed = 0  # bytes of the frame handed to wsproto that it has yet to get
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
@@ -260,14 +264,16 @@ class Session:
         parts to write one after the other: a payload over ``COALESCE_LIMIT`` bytes is the
         second, as given rather than copied into the frame; else the first is the whole frame."""
         ws = self._ws
-        if self._plain and (ws is None or ws.state is ConnectionState.OPEN):
-            # Without extensions, wsproto's frame is exactly this one (tests/test_frames.py
-            # checks it), and building it directly skips two event objects and its framer.
+        if self._framing and (ws is None or ws.state is ConnectionState.OPEN):
+            # wsproto's frame is exactly this one, and building it directly skips two event
+            # objects and its framer.
             if isinstance(message, str):
                 opcode, payload = OPCODE_TEXT, message.encode()
             else:  # a bytearray queued as given would be sent as it is when written
                 opcode = OPCODE_BINARY
                 payload = message if type(message) is bytes else bytes(message)
+            if self._deflate is not None:
+                return self._deflate.message_frame(opcode, payload), b""
             if len(payload) > COALESCE_LIMIT:
                 return frame_header(opcode, len(payload)), payload
             return encode_frame(opcode, payload), b""
