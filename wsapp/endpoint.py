@@ -56,8 +56,11 @@ class Declared:
     on_connect: Callable[..., Awaitable[None]]
     on_open: Callable[..., Awaitable[None]]
     on_close: Callable[..., Awaitable[None]]
-    #: Whether `on_open` was declared (else it does nothing, and need not be run).
-    opens: bool = True
+    # Whether each was declared: one that was not does nothing, and need not be run (nor
+    # given a task, a deadline or a shield).
+    connects: bool
+    opens: bool
+    closes: bool
 
 
 class Callbacks:
@@ -86,6 +89,11 @@ class Callbacks:
     def on_connect(self, request: Request) -> Awaitable[None]:
         return self._declared.on_connect(self._subject, request)
 
+    @property
+    def connects(self) -> bool:
+        """Whether `on_connect` does anything (it was declared)."""
+        return self._declared.connects
+
     def on_open(self) -> Awaitable[None]:
         return self._declared.on_open(self._subject)
 
@@ -96,6 +104,11 @@ class Callbacks:
 
     def on_close(self, was_clean: bool, code: int, reason: str) -> Awaitable[None]:
         return self._declared.on_close(self._subject, was_clean, code, reason)
+
+    @property
+    def closes(self) -> bool:
+        """Whether `on_close` does anything (it was declared)."""
+        return self._declared.closes
 
 
 async def _noop(*args: object) -> None:
@@ -177,7 +190,7 @@ class FunctionEndpoint(Endpoint):
         self.functions: dict[str, Callable[..., Awaitable[Any]]] = {}
         self.decoder: MessageDecoder | None = None
         self._handler_calls: list[Callable[..., Awaitable[Any]]] = []
-        self._declared = Declared(_noop, _noop, _noop, opens=False)
+        self._declared = Declared(_noop, _noop, _noop, connects=False, opens=False, closes=False)
 
     def declare_sends(self, models: tuple[type[BaseModel], ...]) -> None:
         self.sends = (*self.sends, *checked_models(models))
@@ -205,7 +218,12 @@ class FunctionEndpoint(Endpoint):
         self.functions[name] = as_async(function)
         get = self.functions.get
         self._declared = Declared(
-            get("on_connect", _noop), get("on_open", _noop), get("on_close", _noop)
+            get("on_connect", _noop),
+            get("on_open", _noop),
+            get("on_close", _noop),
+            connects="on_connect" in self.functions,
+            opens="on_open" in self.functions,
+            closes="on_close" in self.functions,
         )
         return function
 
@@ -361,7 +379,9 @@ class ConnectorEndpoint(Endpoint):
             as_async(cls.on_connect),
             as_async(cls.on_open),
             as_async(cls.on_close),
+            connects=cls.on_connect is not Connector.on_connect,
             opens=cls.on_open is not Connector.on_open,
+            closes=cls.on_close is not Connector.on_close,
         )
 
     @property

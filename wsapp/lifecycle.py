@@ -195,25 +195,26 @@ async def _on_connect(
     """
     supported = conn.settings.subprotocols
     conn.subprotocol = next((p for p in conn.request.subprotocols if p in supported), None)
-    with anyio.CancelScope(deadline=deadline):
-        try:
-            callbacks = endpoint.bind(conn, metrics)  # a Connector's own __init__ runs here
+    try:
+        callbacks = endpoint.bind(conn, metrics)  # a Connector's own __init__ runs here
+        if not callbacks.connects:
+            return callbacks  # nothing to wait for: no deadline to keep either
+        with anyio.CancelScope(deadline=deadline):
             await callbacks.on_connect(conn.request)
-        except Reject as reject:
-            return Refusal(
-                reject.status, "by on_connect (Reject)", reject.headers.items(), reject.body
-            )
-        except Exception as exc:
-            metrics.handler_errors += 1
-            logger.exception(
-                "on_connect failed for %s %s",
-                conn.id,
-                conn.request.path,
-                extra=connection_fields(conn),
-            )
-            body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
-            return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
-        return callbacks
+            return callbacks
+    except Reject as reject:
+        return Refusal(reject.status, "by on_connect (Reject)", reject.headers.items(), reject.body)
+    except Exception as exc:
+        metrics.handler_errors += 1
+        logger.exception(
+            "on_connect failed for %s %s",
+            conn.id,
+            conn.request.path,
+            extra=connection_fields(conn),
+        )
+        body = traceback.format_exc() if conn.settings.debug else "Internal Server Error"
+        return Refusal(500, f"on_connect raised {type(exc).__name__}", body=body.encode())
+    # The deadline's scope ended the wait:
     logger.warning(
         "on_connect for %s %s did not finish within handshake_timeout (%ss); refused with 503",
         conn.id,
@@ -344,16 +345,19 @@ async def run(
             closed.reason,
             closed.was_clean,
         )
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + conn.settings.close_timeout
-            await app.rooms.leave_all(conn)  # before on_close: its broadcasts must not reach it
-            try:
-                await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
-            except Exception:
-                metrics.handler_errors += 1
-                logger.exception(
-                    "on_close failed on connection %s", conn.id, extra=connection_fields(conn)
-                )
+        if callbacks.closes or app.rooms.rooms_of(conn):  # else nothing here awaits
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + conn.settings.close_timeout
+                await app.rooms.leave_all(conn)  # before on_close: its broadcasts must not reach it
+                try:
+                    await callbacks.on_close(closed.was_clean, closed.code, closed.reason)
+                except Exception:
+                    metrics.handler_errors += 1
+                    logger.exception(
+                        "on_close failed on connection %s",
+                        conn.id,
+                        extra=connection_fields(conn),
+                    )
         duration = round(time.monotonic() - started, 3)
         log_close(conn, closed.code, closed.was_clean, duration)
     if dispatcher.failure is not None:
