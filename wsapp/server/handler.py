@@ -20,6 +20,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from anyio.streams.tls import TLSStream
 
 from wsapp import lifecycle
+from wsapp.concurrency import Nursery
 from wsapp.dispatcher import Parking
 from wsapp.lifecycle import Accepted, Capacity, Servable
 from wsapp.log import logger
@@ -142,7 +143,7 @@ class StreamHandler:
         clients should go elsewhere while this server still serves."""
         self._draining = True
 
-    def close_all(self, task_group: anyio.abc.TaskGroup, restart: bool = False) -> int:
+    def close_all(self, task_group: Nursery, restart: bool = False) -> int:
         """Stop taking streams, drop handshakes in progress, close open connections with 1001
         (1012 for a ``restart``: clients should reconnect), in ``task_group``. Returns how
         many connections were open."""

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskGroup
+from anyio.abc import ByteStream, SocketAttribute, SocketListener
 
+from wsapp.concurrency import Nursery
 from wsapp.log import RateLimitedLog
 from wsapp.settings import ConfigError
 
@@ -213,7 +214,7 @@ def _errno(exc: BaseException) -> int | None:
 async def accept_forever(
     accept: Callable[[], Awaitable[ByteStream]],
     handle: Callable[[ByteStream], Coroutine[Any, Any, None]],
-    task_group: TaskGroup,
+    task_group: Nursery,
 ) -> None:
     """Accept connections (``accept()`` returns the next one, see
     [acceptor][wsapp.server.streams.acceptor]) and start ``handle`` for each in

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import SocketListener, TaskStatus
 
+from wsapp.concurrency import Nursery, open_nursery
 from wsapp.lifecycle import Servable, serving
 from wsapp.lifespan import LifespanError
 from wsapp.log import logger
@@ -54,7 +55,7 @@ class Server:
         self._handler = StreamHandler(app, settings, ssl_context)
         self._stop = anyio.Event()
         self._forced = anyio.Event()
-        self._connections: anyio.abc.TaskGroup | None = None
+        self._connections: Nursery | None = None
         self._hooks = anyio.CancelScope()
 
     @property
@@ -117,7 +118,7 @@ class Server:
             await self._serve_until_stopped(task_status)
 
     async def _serve_until_stopped(self, task_status: TaskStatus[Server]) -> None:
-        async with anyio.create_task_group() as connections:
+        async with open_nursery() as connections:  # a task per connection, and cheap
             self._connections = connections
             async with anyio.create_task_group() as accepting:
                 for listener in self._listeners:
