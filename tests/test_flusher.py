@@ -1,5 +1,6 @@
-"""The flusher's timing, without sockets: an idle server writes a lone frame at once;
-a backlog queueing frames tick after tick is written in batches, not one call per frame."""
+"""The flusher's timing, without sockets: an idle server writes a lone frame at once, and
+replies at the end of their tick; a room's backlog queueing frames tick after tick is written
+in batches, not one call per frame."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.anyio
 class Queue:
     """A connection as the flusher sees it: frames queued, then flushed all at once."""
 
-    def __init__(self, flusher: Flusher) -> None:
+    def __init__(self, flusher: Flusher, room: bool = True) -> None:
         self.flusher = flusher
+        self.room = room  # its frames are a room's messages (else replies)
         self.pending = 0
         self.flush_due = False
         self.flushes: list[int] = []  # frames written by each flush
@@ -24,7 +26,7 @@ class Queue:
 
     def push(self) -> None:
         self.pending += 1
-        self.flusher.frame_queued(self)
+        self.flusher.frame_queued(self, self.room)
 
     def flush_now(self) -> None:
         self.flushes.append(self.pending)
@@ -82,3 +84,21 @@ async def test_a_backlog_of_one_frame_per_tick_is_written_in_batches() -> None:
         assert sum(queue.flushes) == frames
         # Trio runs the tasks of a tick in random order, so a batch may end a frame early.
         assert len(queue.flushes) <= frames // (BATCH - 1) + 1
+
+
+async def test_replies_are_written_at_the_end_of_their_tick_without_waiting_for_more() -> None:
+    flusher = Flusher()
+    queues = [Queue(flusher, room=False) for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        for queue in queues:
+            queue.push()
+            queue.push()
+        ticks = 0
+        while not all(queue.flushed.is_set() for queue in queues):
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+        tg.cancel_scope.cancel()
+    assert [queue.flushes for queue in queues] == [[2], [2], [2]]
+    assert ticks <= 2  # as a lone frame: no quiet ticks waited for

@@ -169,7 +169,7 @@ class Outbox:
         if flusher is None:
             self._wake_writer()
         else:
-            flusher.frame_queued(self)
+            flusher.frame_queued(self, room=True)
         return True
 
     def flush_now(self) -> None:
