@@ -421,20 +421,28 @@ def traffic_cut_at_hand_overs(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return data, sorted(cuts)
 
 
+def session_state(session: Session) -> tuple[bool, bool, bool, bytes]:
+    return session.closed, session.failed, session.close_received, session.send_close(1000)
+
+
+def assert_answers_as_wsproto(make: Callable[[bool], Session], chunks: Sequence[bytes]) -> None:
+    """A fast session and a wsproto-only one (``make(fast_path)``) fed ``chunks``: the same
+    events, then the same state and close frame."""
+    fast, reference = make(True), make(False)
+    assert feed(fast, chunks) == feed(reference, chunks)
+    assert session_state(fast) == session_state(reference)
+
+
+def plain_session(limit: int) -> Callable[[bool], Session]:
+    return lambda fast_path: Session(Limits(limit), fast_path=fast_path)
+
+
 @given(sent=traffic_cut_at_hand_overs(), limit=st.integers(0, 400))
 def test_the_fast_path_answers_as_wsproto_does_when_cut_at_its_hand_overs(
     sent: tuple[bytes, list[int]], limit: int
 ) -> None:
     data, cuts = sent
-    reference = Session(Limits(limit), fast_path=False)
-    fast = Session(Limits(limit))
-    chunks = split(data, cuts)
-    assert feed(fast, chunks) == feed(reference, chunks)
-    assert session_state(fast) == session_state(reference)
-
-
-def session_state(session: Session) -> tuple[bool, bool, bool, bytes]:
-    return session.closed, session.failed, session.close_received, session.send_close(1000)
+    assert_answers_as_wsproto(plain_session(limit), split(data, cuts))
 
 
 @given(sent=client_traffic(), limit=st.integers(0, 400))
@@ -445,10 +453,7 @@ def test_the_fast_path_answers_any_bytes_in_any_chunking_as_wsproto_does(
     # depends on the cuts, for wsproto too.
     data, cuts = sent
     for chunks in ([data], split(data, cuts)):
-        reference = Session(Limits(limit), fast_path=False)
-        fast = Session(Limits(limit))
-        assert feed(fast, chunks) == feed(reference, chunks)
-        assert session_state(fast) == session_state(reference)
+        assert_answers_as_wsproto(plain_session(limit), chunks)
 
 
 @given(sent=client_traffic(), limit=st.integers(0, 400), at=st.integers(0, 13))
@@ -511,11 +516,7 @@ def test_large_messages_in_any_chunking_come_out_as_wsprotos(
     sent: tuple[bytes, list[int]], limit: int
 ) -> None:
     data, cuts = sent
-    reference = Session(Limits(limit), fast_path=False)
-    fast = Session(Limits(limit))
-    chunks = split(data, cuts)
-    assert feed(fast, chunks) == feed(reference, chunks)
-    assert session_state(fast) == session_state(reference)
+    assert_answers_as_wsproto(plain_session(limit), split(data, cuts))
 
 
 def test_a_binary_message_sent_from_a_bytearray_is_framed_as_it_was_given() -> None:
@@ -610,10 +611,9 @@ def test_the_fast_path_inflates_any_traffic_in_any_chunking_as_wsproto_does(
     wire = b"".join(data.draw(compressed_traffic(client_no_context_takeover)))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
     for chunks in ([wire], split(wire, cuts)):
-        reference = deflate_session(limit, client_no_context_takeover, fast_path=False)
-        fast = deflate_session(limit, client_no_context_takeover, fast_path=True)
-        assert feed(fast, chunks) == feed(reference, chunks)
-        assert session_state(fast) == session_state(reference)
+        assert_answers_as_wsproto(
+            partial(deflate_session, limit, client_no_context_takeover), chunks
+        )
 
 
 def test_compressed_messages_read_without_wsproto_share_its_window() -> None:

@@ -122,42 +122,38 @@ class _TrioNursery:
 
 
 class _AsyncioNursery:
-    __slots__ = ("_scopes", "_tasks", "cancel_scope")
+    __slots__ = ("_running", "cancel_scope")
 
     def __init__(self) -> None:
         self.cancel_scope = anyio.CancelScope()
-        self._scopes: set[anyio.CancelScope] = set()  # one per running task
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Each running task and the scope it runs in, which `wait` cancels.
+        self._running: dict[asyncio.Task[None], anyio.CancelScope] = {}
 
     def start_soon(self, func: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
         scope = anyio.CancelScope()
-        if self.cancel_scope.cancel_called:
-            scope.cancel()
         task = asyncio.get_running_loop().create_task(self._run(scope, func(*args)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running[task] = scope
+        task.add_done_callback(self._running.pop)
 
-    async def _run(self, scope: anyio.CancelScope, work: Coroutine[Any, Any, None]) -> None:
-        self._scopes.add(scope)
-        try:
-            with scope:
+    @staticmethod
+    async def _run(scope: anyio.CancelScope, work: Coroutine[Any, Any, None]) -> None:
+        with scope:
+            try:
                 await work
-        except Exception:
-            _task_failed()
-        finally:
-            self._scopes.discard(scope)
+            except Exception:
+                _task_failed()
 
     async def wait(self) -> None:
         """Until every task has ended; cancelled meanwhile (the nursery's scope), cancel them,
         wait for them still (they may have shielded work to finish), then re-raise."""
-        tasks = self._tasks
+        running = self._running
         try:
-            while tasks:
-                await asyncio.wait(list(tasks))
+            while running:
+                await asyncio.wait(list(running))
         except BaseException:
-            for scope in list(self._scopes):
+            for scope in list(running.values()):
                 scope.cancel()
             with anyio.CancelScope(shield=True):
-                while tasks:
-                    await asyncio.wait(list(tasks))
+                while running:
+                    await asyncio.wait(list(running))
             raise

@@ -84,7 +84,6 @@ class Session:
         "_owed",
         "_own_frames",
         "_partial",
-        "_plain",
         "_reader",
         "_size",
         "_ws",
@@ -108,15 +107,15 @@ class Session:
             (e for e in extensions or () if isinstance(e, PerMessageDeflate)), None
         )
         self._own_frames = bool(extensions) and self._deflate is None  # an unknown extension
-        self._plain = not extensions
+        plain = not extensions
         # Without extensions or with deflate alone, common frames skip wsproto
         # (``fast_path=False``: every frame goes through it, the reference
         # tests/test_session.py holds the fast path to).
-        readable = self._plain or (self._deflate is not None and len(extensions or ()) == 1)
+        readable = plain or (self._deflate is not None and len(extensions or ()) == 1)
         self._reader = FrameReader(limits, self._deflate) if fast_path and readable else None
         # Whether messages are framed here rather than by wsproto (its frames exactly: tests
         # test_frames.py and test_session.py check it): without extensions, or with deflate.
-        self._framing = self._plain or (fast_path and readable)
+        self._framing = plain or (fast_path and readable)
         self._owed = 0  # bytes of the frame handed to wsproto that it has yet to get
         self._limits = limits
         self._partial: io.StringIO | bytearray | None = None  # a fragmented message so far
